@@ -1,0 +1,54 @@
+"""The `omz-like` application: wiring only. Each command lives in its own module."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from converter import __version__
+from converter.cli import info, listing
+from converter.errors import EXIT_INTERRUPTED, ConverterError
+
+DEBUG_VARIABLE = "OMZ_LIKE_DEBUG"
+
+app = typer.Typer(
+    name="omz-like",
+    help="Fetch a Hugging Face checkpoint, convert it to OpenVINO IR and prove the IR against PyTorch.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"omz-like {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Fetch a Hugging Face checkpoint, convert it to OpenVINO IR and prove the IR against PyTorch."""
+
+
+app.command("list")(listing.list_recipes)
+app.command("info")(info.info)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI and turn a ConverterError into one line on stderr and its exit code."""
+    try:
+        app(args=argv, prog_name="omz-like")
+    except ConverterError as error:
+        if os.environ.get(DEBUG_VARIABLE):
+            raise
+        Console(stderr=True, highlight=False, soft_wrap=True).print(Text.assemble(("error: ", "bold red"), str(error)))
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)
