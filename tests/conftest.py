@@ -16,7 +16,7 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["HF_HUB_DISABLE_XET"] = "1"
 
 from converter.cli.app import main  # noqa: E402
-from tests.checkpoints import TINY, write_checkpoint, write_recipe  # noqa: E402
+from tests.checkpoints import TINY, TINY_COMMIT, write_checkpoint, write_recipe  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -65,3 +65,31 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 def tiny_recipe(tmp_path, tiny_checkpoint) -> Path:
     """A recipe file pinning the tiny checkpoint's files."""
     return write_recipe(tmp_path / "recipes" / "tiny-ner.yaml", tiny_checkpoint)
+
+
+@pytest.fixture
+def tiny_source(tmp_path, tiny_checkpoint, tiny_recipe):
+    """Artifacts folder with the tiny checkpoint already placed in source/, as `fetch` leaves it.
+
+    Returns (recipe path, artifacts dir). Use it to test later stages without
+    the loopback Hub.
+    """
+    import json
+    import shutil
+
+    from converter.recipe import load_recipe
+
+    recipe = load_recipe(str(tiny_recipe))
+    artifacts = tmp_path / "artifacts"
+    source = artifacts / recipe.name / "source"
+    source.mkdir(parents=True)
+    for entry in recipe.source.files:
+        shutil.copyfile(tiny_checkpoint / entry.name, source / entry.name)
+    record = {
+        "repo": recipe.source.repo,
+        "revision": recipe.source.revision,
+        "commit_hash": TINY_COMMIT,
+        "files": [{"name": f.name, "size": f.size, f.hash_algorithm: f.hash_value} for f in recipe.source.files],
+    }
+    (artifacts / recipe.name / "source.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return tiny_recipe, artifacts
