@@ -93,3 +93,11 @@ def tiny_source(tmp_path, tiny_checkpoint, tiny_recipe):
     }
     (artifacts / recipe.name / "source.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     return tiny_recipe, artifacts
+
+
+@pytest.fixture(scope="session")
+def full_size_checkpoint(tmp_path_factory) -> Path:
+    """A checkpoint with the full bert-base-NER configuration and random weights (about 430 MB)."""
+    from tests.checkpoints import FULL_SIZE
+
+    return write_checkpoint(tmp_path_factory.mktemp("full-size-checkpoint"), FULL_SIZE)
