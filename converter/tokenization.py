@@ -26,6 +26,18 @@ class Tokens:
     offsets: list[tuple[int, int]]
 
 
+@dataclass(frozen=True)
+class WordTokens(Tokens):
+    """Word pieces of pre-split words; offsets index into each piece's own word.
+
+    `word_ids[i]` is the index of the word that piece i comes from. A word
+    that the normaliser removes entirely (a control character, for example)
+    yields no piece, so its index does not appear.
+    """
+
+    word_ids: list[int]
+
+
 class WordPieceTokenizer:
     def __init__(self, vocab_path: Path, *, lower_case: bool = False) -> None:
         self.vocab_path = Path(vocab_path)
@@ -41,6 +53,18 @@ class WordPieceTokenizer:
         """Split TEXT into word pieces with character offsets."""
         encoding = self._tokenizer.encode(text, add_special_tokens=False)
         return Tokens(ids=list(encoding.ids), pieces=list(encoding.tokens), offsets=[tuple(o) for o in encoding.offsets])
+
+    def tokenize_words(self, words: list[str]) -> WordTokens:
+        """Split each of WORDS into word pieces, never joining or re-splitting the word list itself."""
+        if not words:
+            return WordTokens(ids=[], pieces=[], offsets=[], word_ids=[])
+        encoding = self._tokenizer.encode(words, is_pretokenized=True, add_special_tokens=False)
+        return WordTokens(
+            ids=list(encoding.ids),
+            pieces=list(encoding.tokens),
+            offsets=[tuple(o) for o in encoding.offsets],
+            word_ids=list(encoding.word_ids),
+        )
 
     def pack(self, ids: list[int], length: int, *, segment_ids: list[int] | None = None) -> dict[str, np.ndarray]:
         """Build int64 model inputs of shape [1, LENGTH]: [CLS] ids [SEP], then [PAD] with mask 0.
