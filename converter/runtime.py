@@ -32,8 +32,12 @@ class CompiledIR:
         return np.array(self.compiled(request_inputs)[0], copy=True)
 
 
-def compile_ir(xml_path: Path, *, device: str = "CPU", inference_precision: str | None = "f32") -> CompiledIR:
-    """Read and compile the IR at XML_PATH; INFERENCE_PRECISION None keeps the runtime default."""
+def compile_ir(xml_path: Path, *, device: str = "CPU", inference_precision: str | None = "f32", performance_hint: str | None = None) -> CompiledIR:
+    """Read and compile the IR at XML_PATH; INFERENCE_PRECISION None keeps the runtime default.
+
+    PERFORMANCE_HINT, when given, is OpenVINO's PERFORMANCE_HINT property:
+    LATENCY or THROUGHPUT (THROUGHPUT runs several requests in parallel).
+    """
     import openvino as ov
 
     xml_path = Path(xml_path)
@@ -44,6 +48,8 @@ def compile_ir(xml_path: Path, *, device: str = "CPU", inference_precision: str 
 
     core = ov.Core()
     config = {} if inference_precision is None else {"INFERENCE_PRECISION_HINT": inference_precision}
+    if performance_hint is not None:
+        config["PERFORMANCE_HINT"] = performance_hint
     try:
         model = core.read_model(xml_path)
         compiled = core.compile_model(model, device, config)
