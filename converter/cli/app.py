@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.text import Text
 
 from converter import __version__
-from converter.cli import info, listing
+from converter.cli import build, info, listing, verify
 from converter.errors import EXIT_INTERRUPTED, ConverterError
 
 DEBUG_VARIABLE = "OMZ_LIKE_DEBUG"
@@ -39,6 +39,8 @@ def _root(
 
 app.command("list")(listing.list_recipes)
 app.command("info")(info.info)
+app.command("build")(build.build)
+app.command("verify")(verify.verify)
 
 
 def main(argv: list[str] | None = None) -> None:
