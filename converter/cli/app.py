@@ -11,6 +11,7 @@ from rich.text import Text
 
 from converter import __version__
 from converter.cli import build, info, listing, verify
+from converter.cli import fetch as fetch_command
 from converter.errors import EXIT_INTERRUPTED, ConverterError
 
 DEBUG_VARIABLE = "OMZ_LIKE_DEBUG"
@@ -39,6 +40,7 @@ def _root(
 
 app.command("list")(listing.list_recipes)
 app.command("info")(info.info)
+app.command("fetch")(fetch_command.fetch)
 app.command("build")(build.build)
 app.command("verify")(verify.verify)
 

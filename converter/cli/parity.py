@@ -1,0 +1,87 @@
+"""`omz-like parity`: prove each artifact against PyTorch; any failed check exits 1."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from converter.cli.options import (
+    DEFAULT_ARTIFACTS_DIR,
+    ArtifactsDir,
+    Json,
+    Model,
+    Precision,
+    Quiet,
+    Verbose,
+    configure_logging,
+    open_model,
+    parse_precisions,
+)
+from converter.errors import ParityError
+
+
+class RuntimePrecision(str, Enum):
+    f32 = "f32"
+    default = "default"
+
+
+def parity(
+    model: Model,
+    precision: Precision = None,
+    artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS_DIR,
+    text_file: Annotated[
+        Path | None,
+        typer.Option("--text-file", help="UTF-8 file of extra sentences to check, one a line.", dir_okay=False, show_default=False),
+    ] = None,
+    save_inputs: Annotated[
+        Path | None,
+        typer.Option("--save-inputs", help="Write the exact input tensors and texts to this .npz file.", dir_okay=False, show_default=False),
+    ] = None,
+    runtime_precision: Annotated[
+        RuntimePrecision,
+        typer.Option(
+            "--runtime-precision",
+            help="OpenVINO inference precision: f32 measures the conversion; default keeps the runtime's choice (bf16 on CPUs that support it).",
+        ),
+    ] = RuntimePrecision.f32,
+    plot: Annotated[
+        Path | None,
+        typer.Option("--plot", help="Draw the distribution of absolute logit differences per backend into this PNG file.", dir_okay=False, show_default=False),
+    ] = None,
+    as_json: Json = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Compare the ONNX model and each IR precision with the PyTorch checkpoint on a shipped corpus and edge inputs."""
+    configure_logging(verbose=verbose, quiet=quiet)
+    recipe, layout = open_model(model, artifacts_dir)
+    precisions = parse_precisions(precision, recipe)
+
+    from converter.parity import measure_parity, verdict
+    from converter.parity_inputs import read_text_file
+    from converter.parity_report import describe_failure, print_table, write_plot
+
+    extra_texts = read_text_file(text_file) if text_file is not None else []
+    result = measure_parity(
+        recipe,
+        layout,
+        precisions,
+        runtime_precision=runtime_precision.value,
+        extra_texts=extra_texts,
+        save_inputs=save_inputs,
+    )
+    report = result.report
+
+    if as_json:
+        typer.echo(json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False))
+    else:
+        print_table(report, Console(highlight=False))
+    if plot is not None:
+        write_plot(plot, result.differences, title=f"{recipe.name}: logits against PyTorch")
+    if not verdict(report):
+        raise ParityError(describe_failure(report), hint=f"See {layout.parity_report} for every metric")

@@ -1,0 +1,255 @@
+"""Prove each artifact against the PyTorch checkpoint on real text and edge inputs.
+
+PyTorch (fp32) runs first over every input and is released before ONNX
+Runtime and OpenVINO load, so that only one copy of the weights sits in
+memory at a time. OpenVINO runs with its inference precision pinned to f32
+by default, so the check measures the conversion and not the runtime's bf16
+default. Every backend is compared before the verdict, so one report shows
+all failures. The report goes to `layout.parity_report`.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import platform
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from converter.checkpoint import checkpoint_labels, load_token_classifier
+from converter.errors import ArtifactError, UsageError
+from converter.files import write_json_atomic
+from converter.layout import Layout
+from converter.parity_inputs import ParityInput, build_inputs, inputs_digest, save_inputs as write_inputs
+from converter.parity_report import (
+    PASS,
+    FAIL,
+    absolute_differences,
+    check_metrics,
+    json_number,
+    limits,
+    measure,
+    worst_position,
+)
+from converter.recipe import Recipe
+from converter.runtime import compile_ir, onnx_session
+from converter.tokenization import MODEL_INPUTS, WordPieceTokenizer
+
+log = logging.getLogger(__name__)
+
+RUNTIME_PRECISIONS = ("f32", "default")
+REPORT_FORMAT = 1
+VERSIONED_PACKAGES = ("omz-like", "numpy", "torch", "transformers", "tokenizers", "onnx", "onnxruntime", "openvino")
+
+
+@dataclass
+class ParityResult:
+    """A parity report and, per backend, the absolute logit differences it summarises."""
+
+    report: dict
+    differences: dict[str, np.ndarray]
+
+
+def run_parity(
+    recipe: Recipe,
+    layout: Layout,
+    precisions: tuple[str, ...],
+    *,
+    runtime_precision: str = "f32",
+    extra_texts: list[str] = (),
+    save_inputs: Path | None = None,
+) -> dict:
+    """Compare ONNX and each IR precision with PyTorch, write parity.json and return the report.
+
+    A failed comparison does not raise: call `verdict(report)`. A missing
+    artifact raises ArtifactError.
+    """
+    return measure_parity(
+        recipe, layout, precisions, runtime_precision=runtime_precision, extra_texts=extra_texts, save_inputs=save_inputs
+    ).report
+
+
+def verdict(report: dict) -> bool:
+    """Return True when every check of every backend in REPORT passed."""
+    return bool(report["backends"]) and all(backend["passed"] for backend in report["backends"].values())
+
+
+def backend_verdicts(report: dict) -> dict[str, str]:
+    """Return PASS or FAIL per backend key (ONNX, FP32, FP16)."""
+    return {key: PASS if backend["passed"] else FAIL for key, backend in report["backends"].items()}
+
+
+def measure_parity(
+    recipe: Recipe,
+    layout: Layout,
+    precisions: tuple[str, ...],
+    *,
+    runtime_precision: str = "f32",
+    extra_texts: list[str] = (),
+    save_inputs: Path | None = None,
+) -> ParityResult:
+    """Run `run_parity` and also return the absolute differences, which `--plot` draws."""
+    if runtime_precision not in RUNTIME_PRECISIONS:
+        raise UsageError(f"invalid runtime precision {runtime_precision!r}", hint=f"Valid values: {', '.join(RUNTIME_PRECISIONS)}")
+    require_artifacts(recipe, layout, precisions)
+
+    tokenizer = WordPieceTokenizer(layout.source_dir / "vocab.txt", lower_case=recipe.lower_case)
+    inputs = build_inputs(tokenizer, recipe.sequence_length, extra_texts=list(extra_texts))
+    if save_inputs is not None:
+        write_inputs(Path(save_inputs), inputs)
+        log.info("parity: wrote the %d input windows to %s", len(inputs), save_inputs)
+
+    reference = run_pytorch(recipe, layout, inputs)
+    labels = recipe.labels or checkpoint_labels(layout)
+    mask = np.concatenate([item.tensors["attention_mask"] for item in inputs])
+    entity_mask = _entity_mask(inputs, tokenizer)
+
+    backends, differences = {}, {}
+    for key, outputs, details in _run_backends(recipe, layout, precisions, inputs, runtime_precision=runtime_precision):
+        tolerance = recipe.tolerances[key]
+        metrics = measure(reference, outputs, mask, labels=labels, entity_mask=entity_mask)
+        checks = check_metrics(metrics, tolerance)
+        worst = worst_position(reference, outputs, mask)
+        backends[key] = {
+            **details,
+            "metrics": {name: json_number(value) for name, value in metrics.items()},
+            "tolerance": dict(tolerance.__dict__),
+            "limits": limits(tolerance),
+            "checks": checks,
+            "passed": all(v == PASS for v in checks.values()),
+            "worst_token": _worst_token(worst, inputs, reference, outputs, labels),
+        }
+        differences[key] = absolute_differences(reference, outputs, mask)
+        log.info("parity: %s %s (max_abs %s)", key, PASS if backends[key]["passed"] else FAIL, metrics["max_abs"])
+
+    report = _report(recipe, inputs, backends, runtime_precision=runtime_precision)
+    write_json_atomic(layout.parity_report, report)
+    return ParityResult(report=report, differences=differences)
+
+
+def require_artifacts(recipe: Recipe, layout: Layout, precisions: tuple[str, ...]) -> None:
+    """Raise ArtifactError for the first missing file, before any backend loads."""
+    vocab = layout.source_dir / "vocab.txt"
+    if not vocab.is_file():
+        raise ArtifactError(vocab, "vocabulary not found", hint=f"Run `omz-like fetch {_model_argument(recipe)}` first")
+    if not layout.onnx_path.is_file():
+        raise ArtifactError(layout.onnx_path, "ONNX file not found", hint=f"Run `omz-like convert {_model_argument(recipe)}` first")
+    for precision in precisions:
+        for path in (layout.ir_xml(precision), layout.ir_bin(precision)):
+            if not path.is_file():
+                raise ArtifactError(
+                    path, f"{precision} IR file not found", hint=f"Run `omz-like convert {_model_argument(recipe)} --precision {precision}` first"
+                )
+
+
+def run_pytorch(recipe: Recipe, layout: Layout, inputs: list[ParityInput]) -> np.ndarray:
+    """Return the PyTorch logits [N, L, C] of every input; the model is released on return."""
+    import torch
+
+    log.info("parity: PyTorch on %d inputs", len(inputs))
+    model = load_token_classifier(recipe, layout)
+    logits = []
+    with torch.inference_mode():
+        for item in inputs:
+            feed = {name: torch.from_numpy(item.tensors[name].astype(np.int64)) for name in MODEL_INPUTS}
+            logits.append(model(**feed).logits.float().numpy().copy())
+
+    # Free the weights now, so that ONNX Runtime and OpenVINO never share memory with them.
+    del model
+    gc.collect()
+    return np.concatenate(logits)
+
+
+def _run_backends(recipe: Recipe, layout: Layout, precisions: tuple[str, ...], inputs: list[ParityInput], *, runtime_precision: str):
+    """Yield (backend key, logits [N, L, C], report details) for ONNX, then each IR precision, loading one at a time."""
+    log.info("parity: ONNX Runtime on %s", layout.onnx_path)
+    session = onnx_session(layout.onnx_path)
+    output_name = session.get_outputs()[0].name
+    logits = np.concatenate([session.run([output_name], _feed(recipe, item))[0] for item in inputs])
+    del session
+    details = {"runtime": "ONNX Runtime", "precision": "FP32", "inference_precision": "f32", "artifact": layout.relative(layout.onnx_path)}
+    yield "ONNX", logits, details
+
+    for precision in precisions:
+        pinned = "f32" if runtime_precision == "f32" else None
+        compiled = compile_ir(layout.ir_xml(precision), inference_precision=pinned)
+        log.info("parity: OpenVINO CPU on the %s IR, inference precision %s", precision, compiled.inference_precision)
+        logits = np.concatenate([compiled.infer(_feed(recipe, item)) for item in inputs])
+        details = {
+            "runtime": "OpenVINO CPU",
+            "precision": precision,
+            "inference_precision": compiled.inference_precision,
+            "artifact": layout.relative(layout.ir_xml(precision)),
+        }
+        del compiled
+        yield precision, logits, details
+
+
+def _feed(recipe: Recipe, item: ParityInput) -> dict[str, np.ndarray]:
+    """Return the input tensors of ITEM under the recipe's input names, in the recipe's dtypes."""
+    return {spec.name: item.tensors[spec.name].astype(spec.dtype) for spec in recipe.inputs}
+
+
+def _entity_mask(inputs: list[ParityInput], tokenizer: WordPieceTokenizer) -> np.ndarray:
+    """Mark the real word-piece positions, leaving out [CLS] and [SEP], whose tags form entities."""
+    ids = np.concatenate([item.tensors["input_ids"] for item in inputs])
+    mask = np.concatenate([item.tensors["attention_mask"] for item in inputs]).astype(bool)
+    return mask & (ids != tokenizer.cls_id) & (ids != tokenizer.sep_id)
+
+
+def _worst_token(worst, inputs: list[ParityInput], reference: np.ndarray, outputs: np.ndarray, labels) -> dict:
+    item = inputs[worst.input_index]
+    index = (worst.input_index, worst.position, worst.label_index)
+    expected, actual = float(reference[index]), float(outputs[index])
+    return {
+        "input": worst.input_index,
+        "text": item.text,
+        "position": worst.position,
+        "token": item.pieces[worst.position],
+        "label": labels[worst.label_index],
+        "pytorch": json_number(expected),
+        "backend": json_number(actual),
+        "abs_diff": json_number(abs(actual - expected)),
+    }
+
+
+def _report(recipe: Recipe, inputs: list[ParityInput], backends: dict, *, runtime_precision: str) -> dict:
+    kinds = [item.kind for item in inputs]
+    return {
+        "format": REPORT_FORMAT,
+        "model": recipe.name,
+        "recipe_sha256": recipe.sha256,
+        "reference": "PyTorch fp32",
+        "runtime_precision": runtime_precision,
+        "inputs": {
+            "count": len(inputs),
+            "corpus": kinds.count("corpus"),
+            "user": kinds.count("user"),
+            "edge": kinds.count("edge"),
+            "truncated": [index for index, item in enumerate(inputs) if item.truncated],
+            "sequence_length": recipe.sequence_length,
+            "sha256": inputs_digest(inputs),
+        },
+        "backends": backends,
+        "passed": bool(backends) and all(backend["passed"] for backend in backends.values()),
+        "versions": tool_versions(),
+    }
+
+
+def tool_versions() -> dict[str, str]:
+    """Return the installed versions of Python and the packages that shape the logits."""
+    versions = {"python": platform.python_version()}
+    for package in VERSIONED_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def _model_argument(recipe: Recipe) -> str:
+    """Return what to pass as MODEL on the command line: the bundled name or the recipe file."""
+    return str(recipe.path) if recipe.path else recipe.name
