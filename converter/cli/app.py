@@ -11,6 +11,7 @@ from rich.text import Text
 
 from converter import __version__
 from converter.cli import build, info, listing, verify
+from converter.cli import convert, export
 from converter.cli import fetch as fetch_command
 from converter.errors import EXIT_INTERRUPTED, ConverterError
 
@@ -40,6 +41,8 @@ def _root(
 
 app.command("list")(listing.list_recipes)
 app.command("info")(info.info)
+app.command("export")(export.export)
+app.command("convert")(convert.convert)
 app.command("fetch")(fetch_command.fetch)
 app.command("build")(build.build)
 app.command("verify")(verify.verify)
