@@ -10,9 +10,12 @@ from rich.console import Console
 from rich.text import Text
 
 from converter import __version__
-from converter.cli import build, info, listing, verify
-from converter.cli import convert, export
+from converter.cli import accuracy, build, info, listing, verify
+from converter.cli import parity as parity_command
+from converter.cli import predict as predict_command
+from converter.cli import benchmark as benchmark_command
 from converter.cli import fetch as fetch_command
+from converter.cli import convert, export
 from converter.errors import EXIT_INTERRUPTED, ConverterError
 
 DEBUG_VARIABLE = "OMZ_LIKE_DEBUG"
@@ -41,11 +44,15 @@ def _root(
 
 app.command("list")(listing.list_recipes)
 app.command("info")(info.info)
+app.command("fetch")(fetch_command.fetch)
 app.command("export")(export.export)
 app.command("convert")(convert.convert)
-app.command("fetch")(fetch_command.fetch)
+app.command("parity")(parity_command.parity)
 app.command("build")(build.build)
 app.command("verify")(verify.verify)
+app.command("accuracy")(accuracy.accuracy)
+app.command("predict")(predict_command.predict)
+app.command("benchmark")(benchmark_command.benchmark)
 
 
 def main(argv: list[str] | None = None) -> None:
