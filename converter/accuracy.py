@@ -1,9 +1,8 @@
 """Entity-level accuracy of each backend on CoNLL data, scored with seqeval.
 
-Every sentence is tokenized once from its given words; all backends then
+Every sentence is tokenized once from its given words. All backends then
 run over the same model inputs, so their scores differ only by what the
-backends compute. A word takes the label of its first word piece, as in
-the transformers token-classification training recipe. A sentence longer
+backends compute. A word takes the label of its first word piece. A sentence longer
 than one model input is split into the same overlapping windows that
 `predict` uses (`converter.windows`). A word that yields no word piece is
 labelled O and still counts.
@@ -35,7 +34,6 @@ log = logging.getLogger(__name__)
 
 REFERENCE_BACKEND = "torch"
 BACKENDS = (REFERENCE_BACKEND, "onnx", *PRECISIONS)
-RUNTIME_PRECISIONS = ("f32", "default")
 OUTSIDE = "O"
 SCORE_NAMES = ("precision", "recall", "f1", "macro_f1", "token_accuracy")
 
@@ -84,8 +82,8 @@ def score(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> 
     gold = [list(tags) for tags in gold]
     predicted = [list(tags) for tags in predicted]
     with warnings.catch_warnings():
-        # With no entity at all, seqeval's macro average takes the mean of an
-        # empty array; numpy warns and the value is replaced below anyway.
+        # With no entity at all, seqeval's macro average is the mean of an
+        # empty array, so numpy warns. The value is replaced below.
         warnings.simplefilter("ignore", RuntimeWarning)
         report = classification_report(gold, predicted, output_dict=True, zero_division=0)
     averages = ("micro avg", "macro avg", "weighted avg")
@@ -145,7 +143,7 @@ def encode_sentence(words: Sequence[str], tokenizer: WordPieceTokenizer, *, sequ
 
 
 def word_labels(encoded: EncodedSentence, piece_logits: np.ndarray | None, labels: Sequence[str]) -> list[str]:
-    """Label each word with the best class of its first piece; a word without pieces gets O."""
+    """Label each word with the best class of its first piece, or O when the word has no piece."""
     best = piece_logits.argmax(axis=-1) if piece_logits is not None else None
     return [OUTSIDE if piece is None else labels[int(best[piece])] for piece in encoded.first_pieces]
 

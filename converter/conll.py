@@ -46,7 +46,7 @@ class Dataset:
 
 
 def read_conll(path: Path) -> Dataset:
-    """Read the CoNLL file at PATH; raise DatasetError naming the line of the first problem."""
+    """Read the CoNLL file at PATH, raising DatasetError with the line of the first problem."""
     path = Path(path)
     text = _read_text(path)
 
@@ -111,7 +111,7 @@ def _read_text(path: Path) -> str:
     except IsADirectoryError:
         raise DatasetError(path, None, "is a folder, not a file", hint="Pass the path of a CoNLL file with --dataset") from None
     except OSError as error:
-        raise DatasetError(path, None, f"cannot read the file ({error.strerror})") from None
+        raise DatasetError(path, None, f"reading the file failed ({error.strerror})") from None
 
     try:
         return data.decode("utf-8")
@@ -124,8 +124,8 @@ def _read_text(path: Path) -> str:
 
 
 def _split_columns(path: Path, number: int, line: str) -> list[str]:
-    # Trailing blanks are harmless and common in hand-edited files; anything
-    # else that leaves an empty column is a sign of a broken line.
+    # Trailing blanks are harmless and common in hand-edited files. Any other
+    # empty column means a broken line.
     line = line.rstrip(" \t")
     separator = "\t" if "\t" in line else " "
     if separator == "\t" and " " in line:
