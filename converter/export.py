@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converter.checkpoint import load_token_classifier, source_files
+from converter.checkpoint import check_checkpoint, load_token_classifier, source_files
 from converter.errors import ArtifactError, ExportError
 from converter.files import disk_full_as_error, read_json
 from converter.layout import Layout
@@ -86,12 +86,14 @@ def export_onnx(recipe: Recipe, layout: Layout, *, source_record: dict, dry_run:
     if dry_run:
         return target
 
+    check_checkpoint(recipe, layout)
     inputs = example_inputs(recipe, layout)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".incomplete", dir=target.parent))
     try:
         staged = staging / target.name
-        expected = _export_and_run_torch(recipe, layout, inputs, staged)
+        with disk_full_as_error(target):
+            expected = _export_and_run_torch(recipe, layout, inputs, staged)
         _check_onnx(recipe, staged, inputs, expected)
         _move_into_place(staging, target)
     finally:
@@ -121,7 +123,7 @@ def _export_and_run_torch(recipe: Recipe, layout: Layout, inputs: dict[str, np.n
 
     with torch.no_grad():
         expected = wrapper(*arguments).numpy()
-        with warnings.catch_warnings(), disk_full_as_error(path):
+        with warnings.catch_warnings():
             # The TorchScript exporter is deprecated in favour of dynamo (see the module
             # docstring), and the tracer warns about shape checks that are constant here.
             warnings.simplefilter("ignore", category=DeprecationWarning)
