@@ -28,11 +28,12 @@ class Tokens:
 
 @dataclass(frozen=True)
 class WordTokens(Tokens):
-    """Word pieces of pre-split words; offsets index into each piece's own word.
+    """Word pieces of pre-split words, with the word each piece comes from.
 
-    `word_ids[i]` is the index of the word that piece i comes from. A word
-    that the normaliser removes entirely (a control character, for example)
-    yields no piece, so its index does not appear.
+    Offsets index into each piece's own word. `word_ids[i]` is the index of
+    the word that piece i comes from. A word that the normaliser removes
+    entirely (a control character, for example) yields no piece, so its
+    index does not appear.
     """
 
     word_ids: list[int]

@@ -184,6 +184,31 @@ def test_score_equals_seqeval():
         assert scores.per_type[kind].f1 == report[kind]["f1-score"]
 
 
+def test_torch_backend_scores_equal_seqeval(tiny_source):
+    from converter.accuracy import evaluate, open_backend, predict_all
+    from converter.checkpoint import checkpoint_labels
+    from converter.layout import Layout
+
+    recipe_path, artifacts = tiny_source
+    recipe = load_recipe(str(recipe_path))
+    layout = Layout.for_recipe(recipe, artifacts)
+    dataset = read_conll(DATA / "iob1.conll")
+    labels = checkpoint_labels(layout)
+    tokenizer = WordPieceTokenizer(layout.source_dir / "vocab.txt")
+    encoded = [encode_sentence(s.words, tokenizer, sequence_length=128) for s in dataset.sentences]
+    predicted = predict_all(encoded, [open_backend("torch", recipe, layout)], tokenizer, labels, sequence_length=128)["torch"]
+    gold = [list(s.tags) for s in dataset.sentences]
+
+    entry = evaluate(dataset, recipe, layout, ["torch"])["backends"]["torch"]
+
+    assert [len(tags) for tags in predicted] == [9, 2, 2, 13, 5]
+    assert entry["precision"] == precision_score(gold, predicted)
+    assert entry["recall"] == recall_score(gold, predicted)
+    assert entry["f1"] == f1_score(gold, predicted)
+    report = classification_report(gold, predicted, output_dict=True, zero_division=0)
+    assert entry["macro_f1"] == pytest.approx(report["macro avg"]["f1-score"], abs=1e-15)
+
+
 def test_score_without_entities_is_zero():
     scores = score([["O", "O"]], [["O", "O"]])
 
