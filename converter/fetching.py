@@ -97,7 +97,7 @@ def _token(home: str) -> str | None:
 def fetch(recipe: Recipe, layout: Layout, *, revision: str | None = None, offline: bool = False, force: bool = False) -> dict:
     """Download, verify and place the recipe's source files, and return the source record.
 
-    Does nothing, and sends no request, when `source/` already holds every file
+    Does nothing, and sends no request, when `source/` already contains every file
     verified for the same repository and revision (unless FORCE). Callers that
     run several processes on one model hold `converter.files.model_lock`
     around this call, because this function does not take it.
@@ -148,7 +148,7 @@ def ensure_source(recipe: Recipe, layout: Layout) -> dict:
     """Return the source record when `source/` is complete, else fetch.
 
     Complete means: the record pins the same hashes as the recipe and every
-    file has the recorded size. Hashes are not recomputed here; `fetch`
+    file has the recorded size. Hashes are not recomputed here, because `fetch`
     verified them when it placed the files.
     """
     record = read_source_record(layout)
@@ -198,7 +198,7 @@ def _verified_record(recipe: Recipe, layout: Layout, *, revision: str) -> dict |
 
 
 def _resolve_commit(repo: str, revision: str, settings: HubSettings) -> str:
-    """Resolve a branch or tag to a commit hash; offline, from the cache's refs/ folder."""
+    """Resolve a branch or tag to a commit hash. Offline, read it from the cache's refs/ folder."""
     api = HfApi(endpoint=settings.endpoint, token=settings.token or False)
     with _hub_errors(repo=repo, revision=revision, filename=None, settings=settings):
         resolved = api.resolve_revision(
@@ -208,7 +208,15 @@ def _resolve_commit(repo: str, revision: str, settings: HubSettings) -> str:
 
 
 def _download(repo: str, entry: SourceFile, *, commit_hash: str, settings: HubSettings, force: bool) -> Path:
-    """Return the cached path of ENTRY at COMMIT_HASH, downloading it when the cache lacks it."""
+    """Return the cached path of ENTRY at COMMIT_HASH, downloading it when the cache lacks it.
+
+    A dropped connection is retried within the call, resuming with a Range
+    request from the last whole 10 MiB chunk.
+    NOTE: huggingface_hub 2.4 writes each download to a process-unique
+    `<etag>.<id>.incomplete` file and never reuses it, so a killed process
+    leaves that file behind and the next run downloads from the start.
+    Removing those files needs the blob's lock in `.locks/`.
+    """
     with _hub_errors(repo=repo, revision=commit_hash, filename=entry.name, settings=settings):
         path = hf_hub_download(
             repo,
@@ -233,7 +241,7 @@ class _SilentProgressBar(hub_tqdm):
 
 
 def _verify_download(entry: SourceFile, cached: Path) -> None:
-    """Check the cached file against the recipe's pin; on a mismatch, evict it from the cache and raise."""
+    """Check the cached file against the recipe's pin. On a mismatch, evict it from the cache and raise."""
     blob = Path(os.path.realpath(cached))
     size = blob.stat().st_size
     if size != entry.size:
@@ -293,11 +301,11 @@ def _cache_miss_or_unreachable(target: str, settings: HubSettings) -> FetchError
     if settings.offline:
         return OfflineCacheMissError(
             f"{target}: not in the Hugging Face cache {settings.cache_dir}, and offline mode is on",
-            hint="Run once without --offline and with HF_HUB_OFFLINE unset to download it, or set HF_HUB_CACHE to a cache that holds it",
+            hint="Run once without --offline and with HF_HUB_OFFLINE unset to download it, or set HF_HUB_CACHE to a cache that contains it",
         )
     return HubUnreachableError(
-        f"{target}: cannot reach the Hub at {settings.endpoint} and the cache {settings.cache_dir} does not hold it",
-        hint="Check the network connection, set HF_ENDPOINT to a reachable mirror, or pass --offline with a cache that holds the files",
+        f"{target}: cannot reach the Hub at {settings.endpoint} and the cache {settings.cache_dir} does not contain it",
+        hint="Check the network connection, set HF_ENDPOINT to a reachable mirror, or pass --offline with a cache that contains the files",
     )
 
 
@@ -326,6 +334,6 @@ def _http_error(error: hub_errors.HfHubHTTPError, *, repo: str, revision: str, f
             hint="Fix source.files in the recipe, or pass a --revision that contains the file",
         )
     return FetchError(
-        f"{repo}@{revision}: the Hub at {settings.endpoint} answered HTTP {status}",
+        f"{repo}@{revision}: the Hub at {settings.endpoint} returned HTTP {status}",
         hint="Retry later, or set HF_ENDPOINT to a mirror",
     )

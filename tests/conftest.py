@@ -18,6 +18,9 @@ os.environ["HF_HUB_DISABLE_XET"] = "1"
 from converter.cli.app import main  # noqa: E402
 from tests.checkpoints import TINY, TINY_COMMIT, write_checkpoint, write_recipe  # noqa: E402
 
+# The loopback Hub fixtures `hub_server` and `tiny_hub`.
+pytest_plugins = ["tests.hub_server"]
+
 
 @pytest.fixture(autouse=True)
 def isolated_environment(tmp_path_factory, monkeypatch):

@@ -1,4 +1,4 @@
-"""A loopback HTTP server that answers the Hub API calls huggingface_hub makes to download files.
+"""A loopback HTTP server that implements the Hub API calls huggingface_hub makes to download files.
 
 It serves, on 127.0.0.1 only:
 
@@ -36,7 +36,7 @@ from tests.checkpoints import TINY_COMMIT
 TINY_REPO = "tests/tiny-ner"
 TINY_TAG = "v1.0"
 _CHUNK = 16 * 1024
-# Files at or above this size are answered like LFS files, with X-Linked-* headers.
+# Files at or above this size get the response headers of LFS files, with X-Linked-* headers.
 _LFS_THRESHOLD = 10 * 1024
 
 
