@@ -118,11 +118,20 @@ def stack_inputs(inputs: list[ParityInput]) -> dict[str, np.ndarray]:
 
 
 def inputs_digest(inputs: list[ParityInput]) -> str:
-    """Hash the stacked input tensors (name, shape and int64 bytes) with sha256."""
+    """Hash the stacked input tensors with sha256, as `arrays_digest` does."""
+    return arrays_digest(stack_inputs(inputs))
+
+
+def arrays_digest(arrays: dict[str, np.ndarray]) -> str:
+    """Hash the model inputs in ARRAYS (name, shape and little-endian int64 bytes) with sha256.
+
+    Arrays loaded from a `--save-inputs` file give the digest of the report.
+    """
     digest = hashlib.sha256()
-    for name, array in stack_inputs(inputs).items():
+    for name in MODEL_INPUTS:
+        array = np.ascontiguousarray(arrays[name], dtype="<i8")
         digest.update(f"{name}:{array.shape}".encode())
-        digest.update(np.ascontiguousarray(array, dtype="<i8").tobytes())
+        digest.update(array.tobytes())
     return digest.hexdigest()
 
 

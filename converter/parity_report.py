@@ -138,11 +138,15 @@ def limits(tolerance: Tolerance) -> dict[str, str]:
 
 
 def print_table(report: dict, console) -> None:
-    """Print one row per backend and metric: value, limit and verdict, on the rich CONSOLE."""
+    """Print one row per backend and metric: value, limit and verdict, on the rich CONSOLE.
+
+    The precision column shows the artifact's precision and, after @, the
+    inference precision the runtime used.
+    """""
     from rich.table import Table
 
     table = Table(title=f"parity of {report['model']} against PyTorch on {report['inputs']['count']} inputs")
-    for column in ("backend", "precision", "runtime precision", "metric", "value", "limit", "result"):
+    for column in ("backend", "precision @ runtime", "metric", "value", "limit", "result"):
         table.add_column(column, justify="right" if column == "value" else "left")
 
     for key, backend in report["backends"].items():
@@ -151,8 +155,7 @@ def print_table(report: dict, console) -> None:
             first = index == 0
             table.add_row(
                 backend["runtime"] if first else "",
-                backend["precision"] if first else "",
-                backend["inference_precision"] if first else "",
+                f"{backend['precision']} @ {backend['inference_precision']}" if first else "",
                 metric,
                 _format(backend["metrics"][metric]),
                 backend["limits"][metric],

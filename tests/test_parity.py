@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import unicodedata
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +12,7 @@ import pytest
 from converter.errors import InputTextError
 from converter.parity_inputs import (
     RANDOM_LENGTH,
+    arrays_digest,
     build_inputs,
     corpus_sentences,
     inputs_digest,
@@ -18,7 +22,7 @@ from converter.parity_inputs import (
 from converter.parity_report import FAIL, PASS, check_metrics, measure, worst_position
 from converter.recipe import DEFAULT_TOLERANCES
 from converter.tokenization import WordPieceTokenizer
-from tests.checkpoints import CONLL_LABELS
+from tests.checkpoints import CONLL_LABELS, FULL_SIZE, TINY, write_checkpoint, write_recipe
 
 LENGTH = 128
 
@@ -261,3 +265,267 @@ def test_report_limits_keep_required_strength():
         assert DEFAULT_TOLERANCES[key].argmax_agreement == 1.0
     assert DEFAULT_TOLERANCES["FP16"].max_abs <= 0.05
     assert DEFAULT_TOLERANCES["FP16"].argmax_agreement >= 0.999
+
+
+# --- end to end: real export, conversion and runtimes --------------------
+
+# The tiny checkpoint's random classifier gives logits near 0.1, where FP16
+# weights move a logit by only about 1e-4. Scaling the classifier makes the
+# logits large enough that an FP32 IR saved with FP16 weights fails clearly.
+CLASSIFIER_SCALE = 50.0
+
+
+def _build_artifacts(folder: Path, checkpoint: Path, *, name: str) -> tuple[Path, Path]:
+    """Place CHECKPOINT as the fetched source and export and convert it; return (recipe path, artifacts dir)."""
+    from converter.conversion import convert_ir
+    from converter.layout import Layout
+    from converter.recipe import load_recipe
+
+    recipe_path = write_recipe(folder / f"{name}.yaml", checkpoint, name=name)
+    recipe = load_recipe(str(recipe_path))
+    layout = Layout.for_recipe(recipe, folder / "artifacts")
+    layout.source_dir.mkdir(parents=True)
+    for entry in recipe.source.files:
+        shutil.copyfile(checkpoint / entry.name, layout.source_dir / entry.name)
+    record = {"repo": recipe.source.repo, "revision": recipe.source.revision, "commit_hash": "0" * 40}
+    convert_ir(recipe, layout, ("FP32", "FP16"), source_record=record)
+    return recipe_path, folder / "artifacts"
+
+
+@pytest.fixture(scope="module")
+def built_tiny(tmp_path_factory) -> tuple[Path, Path]:
+    """Tiny checkpoint with a scaled classifier, exported and converted once for this module."""
+    import torch
+
+    checkpoint = write_checkpoint(tmp_path_factory.mktemp("loud-tiny-checkpoint"), TINY)
+    weights = torch.load(checkpoint / "pytorch_model.bin", weights_only=True)
+    weights["classifier.weight"] = weights["classifier.weight"] * CLASSIFIER_SCALE
+    torch.save(weights, checkpoint / "pytorch_model.bin")
+    return _build_artifacts(tmp_path_factory.mktemp("built-tiny"), checkpoint, name="tiny-ner")
+
+
+@pytest.fixture
+def tiny_build(built_tiny, tmp_path) -> tuple[Path, Path]:
+    """A private copy of the built tiny artifacts that a test may alter."""
+    recipe_path, artifacts = built_tiny
+    copy = tmp_path / "artifacts"
+    shutil.copytree(artifacts, copy)
+    return recipe_path, copy
+
+
+def _report(artifacts: Path, name: str = "tiny-ner") -> dict:
+    return json.loads((artifacts / name / "parity.json").read_text(encoding="utf-8"))
+
+
+def _scale_constant(xml_path: Path, shape: str, factor: float) -> None:
+    """Multiply the f32 constant of SHAPE in the IR's .bin file by FACTOR, in place."""
+    for data in ElementTree.parse(xml_path).getroot().iter("data"):
+        if data.get("element_type") == "f32" and data.get("shape") == shape:
+            offset, size = int(data.get("offset")), int(data.get("size"))
+            values = np.memmap(xml_path.with_suffix(".bin"), dtype="<f4", mode="r+", offset=offset, shape=(size // 4,))
+            values *= factor
+            values.flush()
+            return
+    raise AssertionError(f"{xml_path} has no f32 constant of shape {shape}")
+
+
+def test_tiny_build_passes(run_cli, tiny_build):
+    recipe_path, artifacts = tiny_build
+
+    result = run_cli("parity", recipe_path, "--artifacts-dir", artifacts)
+    report = _report(artifacts)
+
+    assert result.exit_code == 0, result.stderr
+    assert "parity: PASS" in result.stdout
+    assert result.stdout.count("PASS") == 3 * 6 + 1
+    assert report["passed"] is True
+    assert sorted(report["backends"]) == ["FP16", "FP32", "ONNX"]
+    assert [b["inference_precision"] for b in report["backends"].values()] == ["f32", "f32", "f32"]
+    assert report["inputs"]["count"] == len(corpus_sentences()) + 4
+    assert report["inputs"]["truncated"] == [len(corpus_sentences()) - 1]
+
+
+def test_report_has_no_paths_or_times(run_cli, tiny_build):
+    recipe_path, artifacts = tiny_build
+
+    run_cli("parity", recipe_path, "--artifacts-dir", artifacts, "-p", "FP32")
+    text = (artifacts / "tiny-ner" / "parity.json").read_text(encoding="utf-8")
+    report = json.loads(text)
+
+    assert str(artifacts.parent) not in text
+    assert text == json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    assert report["backends"]["FP32"]["artifact"] == "FP32/tiny-ner.xml"
+    assert report["runtime_precision"] == "f32"
+    assert set(report["versions"]) >= {"torch", "onnxruntime", "openvino", "transformers"}
+
+
+def test_report_repeats_except_measurements(run_cli, tiny_build):
+    recipe_path, artifacts = tiny_build
+
+    run_cli("parity", recipe_path, "--artifacts-dir", artifacts, "-p", "FP16")
+    first = _report(artifacts)
+    run_cli("parity", recipe_path, "--artifacts-dir", artifacts, "-p", "FP16")
+    second = _report(artifacts)
+    for report in (first, second):
+        for backend in report["backends"].values():
+            del backend["metrics"], backend["worst_token"]
+
+    assert first == second
+
+
+def test_json_flag_prints_written_report(run_cli, tiny_build):
+    recipe_path, artifacts = tiny_build
+
+    result = run_cli("parity", recipe_path, "--artifacts-dir", artifacts, "--json")
+
+    assert result.exit_code == 0
+    assert json.loads(result.stdout) == _report(artifacts)
+
+
+def test_text_file_and_saved_inputs_replay(run_cli, tiny_build, tmp_path):
+    recipe_path, artifacts = tiny_build
+    text_file = tmp_path / "mine.txt"
+    text_file.write_text("Ada Lovelace met Charles Babbage in London.\n\nThe Bank of Paris opened.\n", encoding="utf-8")
+    saved = tmp_path / "inputs.npz"
+
+    result = run_cli("parity", recipe_path, "--artifacts-dir", artifacts, "--text-file", text_file, "--save-inputs", saved)
+    report = _report(artifacts)
+
+    assert result.exit_code == 0, result.stderr
+    assert report["inputs"]["user"] == 2
+    with np.load(saved) as arrays:
+        assert arrays["input_ids"].shape == (report["inputs"]["count"], 128)
+        assert list(arrays["texts"][-6:-4]) == ["Ada Lovelace met Charles Babbage in London.", "The Bank of Paris opened."]
+        assert arrays_digest(arrays) == report["inputs"]["sha256"]
+
+
+def test_bad_text_file_is_one_line(run_cli, tiny_build, tmp_path):
+    recipe_path, artifacts = tiny_build
+    text_file = tmp_path / "latin1.txt"
+    text_file.write_bytes("Zoë\n".encode("latin-1"))
+
+    result = run_cli("parity", recipe_path, "--artifacts-dir", artifacts, "--text-file", text_file)
+
+    assert result.exit_code == 1
+    assert result.stderr == f"error: {text_file}: not valid UTF-8 (invalid byte at offset 2). Pass a UTF-8 text file with one sentence a line\n"
+
+
+def test_altered_weight_fails_naming_worst_token(run_cli, tiny_build):
+    recipe_path, artifacts = tiny_build
+    _scale_constant(artifacts / "tiny-ner" / "FP32" / "tiny-ner.xml", "9, 32", 1.5)
+
+    result = run_cli("parity", recipe_path, "--artifacts-dir", artifacts)
+    report = _report(artifacts)
+    worst = report["backends"]["FP32"]["worst_token"]
+
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 1
+    assert len(error_lines) == 1
+    assert result.stderr.endswith(error_lines[0] + "\n")
+    assert error_lines[0].startswith("error: parity failed for FP32: max_abs ")
+    assert f"worst token in FP32: input {worst['input']} {worst['text']!r}, position {worst['position']}, token {worst['token']!r}" in error_lines[0]
+    assert "FAIL" in result.stdout
+    assert report["backends"]["FP32"]["checks"]["max_abs"] == "FAIL"
+    assert report["backends"]["ONNX"]["passed"] is True
+    assert report["backends"]["FP16"]["passed"] is True
+    assert worst["abs_diff"] == pytest.approx(abs(worst["backend"] - worst["pytorch"]))
+    assert worst["abs_diff"] > 0.1
+
+
+def test_fp16_weights_in_fp32_ir_fail(run_cli, tiny_build, tmp_path):
+    import openvino as ov
+
+    recipe_path, artifacts = tiny_build
+    xml_path = artifacts / "tiny-ner" / "FP32" / "tiny-ner.xml"
+    # OpenVINO maps the .bin file into memory, so saving over it while the model is loaded would crash.
+    ov.save_model(ov.Core().read_model(xml_path), tmp_path / "compressed.xml", compress_to_fp16=True)
+    shutil.copyfile(tmp_path / "compressed.xml", xml_path)
+    shutil.copyfile(tmp_path / "compressed.bin", xml_path.with_suffix(".bin"))
+
+    result = run_cli("parity", recipe_path, "--artifacts-dir", artifacts, "-p", "FP32")
+    fp32 = _report(artifacts)["backends"]["FP32"]
+
+    assert result.exit_code == 1
+    assert "parity failed for FP32: max_abs" in result.stderr
+    assert fp32["checks"]["max_abs"] == "FAIL"
+    assert fp32["checks"]["mean_abs"] == "FAIL"
+    assert fp32["metrics"]["max_abs"] > 10 * fp32["tolerance"]["max_abs"]
+
+
+@pytest.mark.parametrize(
+    ("missing", "problem", "command"),
+    [
+        ("onnx/tiny-ner.onnx", "ONNX file not found", "omz-like convert"),
+        ("FP16/tiny-ner.xml", "FP16 IR file not found", "omz-like convert"),
+        ("FP32/tiny-ner.bin", "FP32 IR file not found", "omz-like convert"),
+        ("source/vocab.txt", "vocabulary not found", "omz-like fetch"),
+    ],
+)
+def test_missing_artifact_points_to_command(run_cli, tiny_build, missing, problem, command):
+    recipe_path, artifacts = tiny_build
+    (artifacts / "tiny-ner" / missing).unlink()
+
+    result = run_cli("parity", recipe_path, "--artifacts-dir", artifacts)
+
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: {artifacts / 'tiny-ner' / missing}: {problem}. Run `{command} ")
+    assert result.stderr.count("\n") == 1
+    assert not (artifacts / "tiny-ner" / "parity.json").exists()
+
+
+def test_runtime_default_precision_is_reported(run_cli, tiny_build):
+    from converter.runtime import compile_ir
+
+    recipe_path, artifacts = tiny_build
+    chosen = compile_ir(artifacts / "tiny-ner" / "FP32" / "tiny-ner.xml", inference_precision=None).inference_precision
+
+    result = run_cli("parity", recipe_path, "--artifacts-dir", artifacts, "-p", "FP32", "--runtime-precision", "default")
+    report = _report(artifacts)
+
+    assert report["runtime_precision"] == "default"
+    assert report["backends"]["FP32"]["inference_precision"] == chosen
+    assert f"FP32 @ {chosen}" in result.stdout
+    assert result.exit_code == (0 if report["passed"] else 1)
+
+
+def test_invalid_runtime_precision_exits_2(run_cli, tiny_build):
+    recipe_path, artifacts = tiny_build
+
+    result = run_cli("parity", recipe_path, "--artifacts-dir", artifacts, "--runtime-precision", "bf16")
+
+    assert result.exit_code == 2
+    assert "bf16" in result.stderr
+
+
+def test_plot_writes_png(run_cli, tiny_build, tmp_path):
+    recipe_path, artifacts = tiny_build
+    plot = tmp_path / "differences.png"
+
+    result = run_cli("parity", recipe_path, "--artifacts-dir", artifacts, "--plot", plot)
+
+    assert result.exit_code == 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".differences")] == []
+
+
+# --- full size ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def built_full_size(full_size_checkpoint, tmp_path_factory) -> tuple[Path, Path]:
+    return _build_artifacts(tmp_path_factory.mktemp("built-full-size"), full_size_checkpoint, name="full-size-ner")
+
+
+@pytest.mark.full_size
+def test_full_size_build_passes(run_cli, built_full_size):
+    recipe_path, artifacts = built_full_size
+
+    result = run_cli("parity", recipe_path, "--artifacts-dir", artifacts)
+    report = _report(artifacts, "full-size-ner")
+    for key, backend in report["backends"].items():
+        print(key, backend["inference_precision"], json.dumps(backend["metrics"], sort_keys=True))
+
+    assert result.exit_code == 0, result.stderr
+    assert [report["backends"][key]["passed"] for key in ("ONNX", "FP32", "FP16")] == [True, True, True]
+    assert report["backends"]["ONNX"]["metrics"]["argmax_agreement"] == 1.0
+    assert report["backends"]["FP32"]["metrics"]["argmax_agreement"] == 1.0

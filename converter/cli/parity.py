@@ -80,7 +80,11 @@ def parity(
     if as_json:
         typer.echo(json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False))
     else:
-        print_table(report, Console(highlight=False))
+        console = Console(highlight=False)
+        if not console.is_terminal:
+            # Rich assumes 80 columns when stdout is a pipe, which wraps every metric name.
+            console.width = 120
+        print_table(report, console)
     if plot is not None:
         write_plot(plot, result.differences, title=f"{recipe.name}: logits against PyTorch")
     if not verdict(report):
