@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -46,12 +47,29 @@ def convert_ir(recipe: Recipe, layout: Layout, precisions: tuple[str, ...], *, s
         return targets
 
     model = _convert_onnx(recipe, onnx_path)
+    number_generated_names(model)
     for key, value in origin_info(recipe, layout, source_record).items():
         model.set_rt_info(value, [RT_INFO_SECTION, key])
     for precision, xml_path in targets.items():
         save_ir(model, xml_path, compress_to_fp16=precision == "FP16")
         log.info("convert: wrote %s", xml_path)
     return targets
+
+
+def number_generated_names(model) -> None:
+    """Renumber the operation names that OpenVINO generated, by their position in the graph.
+
+    OpenVINO 2026.4 names operations it creates `<Type>_<N>` from a
+    process-wide counter, so a second conversion in the same process would
+    write different names. Tensor names, which inputs bind to, are unchanged.
+    """
+    for index, operation in enumerate(model.get_ordered_ops()):
+        match = _GENERATED_NAME.fullmatch(operation.get_friendly_name())
+        if match:
+            operation.set_friendly_name(f"{match.group(1)}_{index}")
+
+
+_GENERATED_NAME = re.compile(r"([A-Za-z][A-Za-z0-9]*)_(\d+)")
 
 
 def origin_info(recipe: Recipe, layout: Layout, source_record: dict) -> dict[str, str]:
