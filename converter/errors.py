@@ -142,7 +142,7 @@ class LockTimeoutError(ConverterError):
 
 
 class InputTextError(ConverterError):
-    """Text given to `predict` cannot be read."""
+    """Text given to `predict` or to `parity --text-file` cannot be read."""
 
 
 class DatasetError(ConverterError):

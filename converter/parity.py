@@ -1,8 +1,8 @@
 """Prove each artifact against the PyTorch checkpoint on real text and edge inputs.
 
 PyTorch (fp32) runs first over every input and is released before ONNX
-Runtime and OpenVINO load, so that only one copy of the weights sits in
-memory at a time. OpenVINO runs with its inference precision pinned to f32
+Runtime and OpenVINO load, so that two copies of the weights never sit in
+memory together. OpenVINO runs with its inference precision pinned to f32
 by default, so the check measures the conversion and not the runtime's bf16
 default. Every backend is compared before the verdict, so one report shows
 all failures. The report goes to `layout.parity_report`.
@@ -64,8 +64,8 @@ def run_parity(
 ) -> dict:
     """Compare ONNX and each IR precision with PyTorch, write parity.json and return the report.
 
-    A failed comparison does not raise: call `verdict(report)`. A missing
-    artifact raises ArtifactError.
+    A failed comparison does not raise, so call `verdict(report)` for the
+    outcome. A missing artifact raises ArtifactError.
     """
     return measure_parity(
         recipe, layout, precisions, runtime_precision=runtime_precision, extra_texts=extra_texts, save_inputs=save_inputs
@@ -146,7 +146,10 @@ def require_artifacts(recipe: Recipe, layout: Layout, precisions: tuple[str, ...
 
 
 def run_pytorch(recipe: Recipe, layout: Layout, inputs: list[ParityInput]) -> np.ndarray:
-    """Return the PyTorch logits [N, L, C] of every input; the model is released on return."""
+    """Run the checkpoint in PyTorch over every input and return the logits [N, L, C].
+
+    The model is freed before this returns.
+    """
     import torch
 
     log.info("parity: PyTorch on %d inputs", len(inputs))
@@ -157,7 +160,7 @@ def run_pytorch(recipe: Recipe, layout: Layout, inputs: list[ParityInput]) -> np
             feed = {name: torch.from_numpy(item.tensors[name].astype(np.int64)) for name in MODEL_INPUTS}
             logits.append(model(**feed).logits.float().numpy().copy())
 
-    # Free the weights now, so that ONNX Runtime and OpenVINO never share memory with them.
+    # Free the weights now, so that they are gone before ONNX Runtime or OpenVINO loads its own copy.
     del model
     gc.collect()
     return np.concatenate(logits)

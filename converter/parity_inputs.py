@@ -147,10 +147,10 @@ def save_inputs(path: Path, inputs: list[ParityInput]) -> None:
 
 def _text_input(tokenizer: WordPieceTokenizer, text: str, length: int, *, kind: str) -> ParityInput:
     tokens = tokenizer.tokenize(text)
-    kept = length - 2
-    tensors = tokenizer.pack(tokens.ids[:kept], length)
-    pieces = ("[CLS]", *tokens.pieces[:kept], "[SEP]")
-    return ParityInput(kind, text, tensors, pieces, truncated=len(tokens.ids) > kept)
+    max_pieces = length - 2
+    tensors = tokenizer.pack(tokens.ids[:max_pieces], length)
+    pieces = ("[CLS]", *tokens.pieces[:max_pieces], "[SEP]")
+    return ParityInput(kind, text, tensors, pieces, truncated=len(tokens.ids) > max_pieces)
 
 
 def _read_vocabulary(vocab_path: Path) -> list[str]:

@@ -1,8 +1,8 @@
 """Parity metrics of one backend against PyTorch, and how they are shown.
 
 Every metric covers only positions whose attention_mask is 1, so padding is
-never compared. The report is a plain dictionary that is written as JSON;
-non-finite measured values are stored as null and always fail their check.
+never compared. The report is a plain dictionary that is written as JSON.
+Non-finite measured values are stored as null and always fail their check.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def absolute_differences(reference: np.ndarray, candidate: np.ndarray, mask: np.
 
 
 def worst_position(reference: np.ndarray, candidate: np.ndarray, mask: np.ndarray) -> Position:
-    """Locate the real logit with the largest absolute difference; a non-finite value counts as the largest."""
+    """Locate the real logit with the largest absolute difference, counting a non-finite value as the largest."""
     difference = np.abs(candidate.astype(np.float64) - reference.astype(np.float64))
     difference[~np.isfinite(difference)] = np.inf
     difference[~mask.astype(bool)] = -1.0
@@ -127,11 +127,11 @@ def json_number(value: float) -> float | None:
 
 def limits(tolerance: Tolerance) -> dict[str, str]:
     """Return each check's limit as text, such as `<= 0.0001`, keyed by metric."""
-    shown = {}
+    limit_texts = {}
     for metric, field, comparison in CHECKS:
         limit = 0 if field is None else getattr(tolerance, field)
-        shown[metric] = f"{comparison} {limit:g}"
-    return shown
+        limit_texts[metric] = f"{comparison} {limit:g}"
+    return limit_texts
 
 
 # --- showing --------------------------------------------------------------

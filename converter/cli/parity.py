@@ -1,4 +1,4 @@
-"""`omz-like parity`: prove each artifact against PyTorch; any failed check exits 1."""
+"""`omz-like parity`: prove each artifact against PyTorch, exiting 1 when any check fails."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def parity(
         RuntimePrecision,
         typer.Option(
             "--runtime-precision",
-            help="OpenVINO inference precision: f32 measures the conversion; default keeps the runtime's choice (bf16 on CPUs that support it).",
+            help="OpenVINO inference precision. f32 measures the conversion, and default keeps the runtime's choice (bf16 on CPUs that support it).",
         ),
     ] = RuntimePrecision.f32,
     plot: Annotated[
