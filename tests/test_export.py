@@ -102,7 +102,7 @@ def test_token_type_ids_bound_by_name(run_cli, tmp_path, tiny_checkpoint):
     assert len(segment_lookups) == 1
     assert segment_lookups[0].input[1] == "token_type_ids"
 
-    # A sentence whose mask and token types differ: the mask covers 12 positions, the second segment 4.
+    # Token types mark positions 8 to 11 as the second segment, a pattern the attention mask does not follow.
     inputs = example_inputs(recipe, layout, "Hello Sarah Jessica Parker who lives in New York")
     inputs["token_type_ids"][0, 8:12] = 1
     assert not np.array_equal(inputs["token_type_ids"], inputs["attention_mask"])

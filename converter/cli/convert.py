@@ -39,7 +39,7 @@ def convert(
 ) -> None:
     """Convert MODEL's ONNX file to OpenVINO IR, exporting it first when it is missing or stale.
 
-    --force rebuilds the IR; the ONNX file is rebuilt only when it is older than its inputs.
+    --force rebuilds the IR. The ONNX file is rebuilt only when it is older than its inputs.
     """
     configure_logging(verbose=verbose, quiet=quiet)
     recipe, layout = open_model(model, artifacts_dir)
