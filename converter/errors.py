@@ -32,6 +32,18 @@ class ConverterError(Exception):
             return f"{self.message}. {self.hint}"
         return self.message
 
+    def __reduce__(self):
+        # Subclasses take other constructor arguments than `args`, so pickling
+        # (an error raised in a worker process) restores the state directly.
+        return (_restore_error, (type(self), self.args, self.__dict__))
+
+
+def _restore_error(cls: type, args: tuple, state: dict) -> ConverterError:
+    error = Exception.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
 
 class UsageError(ConverterError):
     """A command-line value is invalid (exit code 2)."""

@@ -148,7 +148,7 @@ def test_convert_dry_run_writes_nothing(run_cli, tiny_source):
 
     assert result.exit_code == 0, result.stderr
     assert result.stdout == f"FP32  dry-run: {layout.ir_xml('FP32')}\nFP16  dry-run: {layout.ir_xml('FP16')}\n"
-    assert f"exporter=torchscript opset=18 inputs=input_ids,attention_mask,token_type_ids -> {layout.onnx_path}" in result.stderr
+    assert f"exporter=torch.onnx.dynamo opset=18 inputs=input_ids,attention_mask,token_type_ids -> {layout.onnx_path}" in result.stderr
     assert f"onnx={layout.onnx_path} precision=FP16 compress_to_fp16=True -> {layout.ir_xml('FP16')}" in result.stderr
     assert sorted(p.relative_to(artifacts) for p in artifacts.rglob("*")) == before
 

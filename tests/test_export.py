@@ -57,7 +57,7 @@ def test_export_writes_checked_onnx(run_cli, tiny_source):
     result = run_cli("export", recipe_path, "--artifacts-dir", artifacts)
 
     assert result.exit_code == 0, result.stderr
-    assert result.stdout == f"exported: {layout.onnx_path}\n"
+    assert result.stdout == f"exported: {layout.onnx_path}\nexported: {layout.onnx_path}.data\n"
     assert "opset=18" in result.stderr
     assert "max_abs_diff=" in result.stderr
     model = onnx.load(str(layout.onnx_path), load_external_data=False)
@@ -69,7 +69,7 @@ def test_export_writes_checked_onnx(run_cli, tiny_source):
         ("token_type_ids", [1, 128], "tensor(int64)"),
     ]
     assert [(o.name, o.shape, o.type) for o in session.get_outputs()] == [("output", [1, 128, 9], "tensor(float)")]
-    assert sorted(p.name for p in layout.onnx_dir.iterdir()) == ["tiny-ner.onnx"]
+    assert sorted(p.name for p in layout.onnx_dir.iterdir()) == ["tiny-ner.onnx", "tiny-ner.onnx.data"]
 
 
 def test_export_matches_torch_on_other_text(run_cli, tiny_source):
@@ -133,7 +133,8 @@ def test_export_loads_from_other_directory(run_cli, tiny_source, tmp_path, monke
     assert run_cli("export", recipe_path, "--artifacts-dir", artifacts).exit_code == 0
 
     # Every file of the artifact set sits in onnx/, so the model loads from any working directory.
-    assert onnx_artifact_files(layout.onnx_path) == [layout.onnx_path]
+    data_file = layout.onnx_dir / "tiny-ner.onnx.data"
+    assert onnx_artifact_files(layout.onnx_path) == [layout.onnx_path, data_file]
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
@@ -151,7 +152,7 @@ def test_export_dry_run_writes_nothing(run_cli, tiny_source):
 
     assert result.exit_code == 0, result.stderr
     assert result.stdout == f"dry-run: {layout.onnx_path}\n"
-    assert "exporter=torchscript opset=18" in result.stderr
+    assert "exporter=torch.onnx.dynamo opset=18" in result.stderr
     assert sorted(p.relative_to(artifacts) for p in artifacts.rglob("*")) == before
 
 
@@ -165,11 +166,11 @@ def test_export_skips_current_and_force_rebuilds(run_cli, tiny_source):
         os.utime(path, (1_000_000_000, 1_000_000_000))
 
     skipped = run_cli("export", recipe_path, "--artifacts-dir", artifacts)
-    assert skipped.stdout == f"up to date: {layout.onnx_path}\n"
+    assert skipped.stdout == f"up to date: {layout.onnx_path}\nup to date: {layout.onnx_path}.data\n"
     assert layout.onnx_path.stat().st_mtime == old_mtime
 
     forced = run_cli("export", recipe_path, "--artifacts-dir", artifacts, "--force")
-    assert forced.stdout == f"exported: {layout.onnx_path}\n"
+    assert forced.stdout == f"exported: {layout.onnx_path}\nexported: {layout.onnx_path}.data\n"
     assert layout.onnx_path.stat().st_mtime != old_mtime
 
 
@@ -231,10 +232,19 @@ def test_export_disk_full_leaves_nothing(run_cli, tiny_source, monkeypatch):
     recipe_path, artifacts = tiny_source
     recipe, layout = open_layout(recipe_path, artifacts)
 
-    def export_then_fail(model, args, path, **kwargs):
-        Path(path).write_bytes(b"partial")
-        raise OSError(errno.ENOSPC, "No space left on device")
+    class ProgramOnFullDisk:
+        model = None
 
+        def save(self, path, **kwargs):
+            Path(path).write_bytes(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def export_then_fail(*args, **kwargs):
+        return ProgramOnFullDisk()
+
+    monkeypatch.setattr("converter.export._strip_metadata", lambda model: None)
+    # The patched exporter exists only in this process, so run the export step here too.
+    monkeypatch.setattr("converter.export.run_isolated", lambda function, *arguments: function(*arguments))
     monkeypatch.setattr(torch.onnx, "export", export_then_fail)
     with pytest.raises(DiskFullError):
         from converter.export import export_onnx

@@ -115,3 +115,17 @@ def test_missing_recipe_file_lists_bundled(tmp_path):
         load_recipe(str(tmp_path / "none.yaml"))
     assert "recipe file not found" in str(caught.value)
     assert "bert-base-ner" in str(caught.value)
+
+
+def test_errors_survive_pickling():
+    import pickle
+
+    from converter.errors import IntegrityError
+
+    error = IntegrityError("pytorch_model.bin", "sha384", "aa", "bb", hint="Fetch again")
+    restored = pickle.loads(pickle.dumps(error))
+
+    assert type(restored) is IntegrityError
+    assert str(restored) == str(error)
+    assert restored.expected == "aa"
+    assert restored.hint == "Fetch again"
