@@ -16,7 +16,7 @@ import pytest
 from converter.layout import Layout
 from converter.predict import LinePrediction, open_predictor, parse_label_list, predict_lines, read_labels
 from converter.recipe import load_recipe
-from tests.checkpoints import CONLL_LABELS, TINY, TINY_COMMIT, write_checkpoint, write_recipe
+from tests.checkpoints import CONLL_LABELS, FULL_SIZE, TINY, TINY_COMMIT, CheckpointSpec, write_checkpoint, write_recipe
 
 # Classifier settings that make the random tiny model tag about a quarter of
 # the pieces O and mix B- and I- tags of every type. Multi-piece entities,
@@ -26,11 +26,11 @@ OUTSIDE_BIAS = 2.5
 INSIDE_BIAS = 2.0
 
 
-def write_tagging_checkpoint(folder: Path) -> Path:
-    """Write the tiny checkpoint with its classifier scaled and biased as above."""
+def write_tagging_checkpoint(folder: Path, spec: CheckpointSpec = TINY) -> Path:
+    """Write a generated checkpoint with its classifier scaled and biased as above."""
     import torch
 
-    write_checkpoint(folder, TINY)
+    write_checkpoint(folder, spec)
     weights_path = folder / "pytorch_model.bin"
     state = torch.load(weights_path)
     state["classifier.weight"] = state["classifier.weight"] * CLASSIFIER_SCALE
@@ -47,10 +47,13 @@ def write_tagging_checkpoint(folder: Path) -> Path:
 @pytest.fixture(scope="module")
 def tagging_model(tmp_path_factory):
     """(recipe path, artifacts dir, checkpoint dir) with FP32 and FP16 IR built by convert_ir."""
+    return build_tagging_model(tmp_path_factory.mktemp("tagging-model"), TINY)
+
+
+def build_tagging_model(root: Path, spec: CheckpointSpec) -> tuple[Path, Path, Path]:
     from converter.conversion import convert_ir
 
-    root = tmp_path_factory.mktemp("tagging-model")
-    checkpoint = write_tagging_checkpoint(root / "checkpoint")
+    checkpoint = write_tagging_checkpoint(root / "checkpoint", spec)
     recipe_path = write_recipe(root / "recipes" / "tagging-ner.yaml", checkpoint, name="tagging-ner", repo="tests/tagging-ner")
     recipe = load_recipe(str(recipe_path))
     artifacts = root / "artifacts"
@@ -108,6 +111,27 @@ def test_corpus_matches_transformers_pipeline(tagging_model, fp32_predictor):
             assert entity.text == line[entity.start : entity.end]
         total += len(got)
     assert total >= 500
+
+
+@pytest.mark.full_size
+def test_full_size_corpus_matches_pipeline(tmp_path):
+    recipe_path, artifacts, checkpoint = build_tagging_model(tmp_path, FULL_SIZE)
+    recipe = load_recipe(str(recipe_path))
+    predictor = open_predictor(recipe, Layout.for_recipe(recipe, artifacts), precision="FP32", inference_precision="f32")
+    lines = [line for line in corpus_lines() if len(predictor.tokenizer.tokenize(line).ids) <= 126]
+    assert len(lines) >= 60
+    expected = pipeline_entities(checkpoint, lines)
+    actual = list(predict_lines(predictor, lines))
+
+    total = 0
+    for line, reference, prediction in zip(lines, expected, actual):
+        got = [(e.type, e.start, e.end) for e in prediction.entities]
+        want = [(e["entity_group"], e["start"], e["end"]) for e in reference]
+        assert got == want, line
+        for entity, reference_entity in zip(prediction.entities, reference):
+            assert abs(entity.score - float(reference_entity["score"])) <= 1e-3, (line, entity)
+        total += len(got)
+    assert total >= 100
 
 
 def test_corpus_has_every_grouping_case(fp32_predictor):
