@@ -4,8 +4,8 @@ Each backend runs the same padded sentence synchronously, one request at a
 time, for a fixed wall-clock budget after a few warm-up runs. Throughput is
 the number of inferences divided by the time they took, which makes it the
 single-stream rate. `predict` reaches more because it keeps several
-requests in flight. Backends load one after another and are released before the next
-one loads, so peak memory stays at one model.
+requests in flight. Backends load one after another and are released
+before the next one loads, so peak memory stays at one model.
 """
 
 from __future__ import annotations
