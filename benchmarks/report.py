@@ -8,7 +8,7 @@ from converter.files import atomic_path, write_bytes_atomic
 
 # Figures reported for optimum-cli on a 2-core, 24 GB machine with the same
 # full-size checkpoint. This script did not measure them, so they stand in
-# only when optimum-cli is missing or fails, and the report says "quoted".
+# only when optimum-cli is missing or fails, and the report labels them "quoted".
 STAGES = ("fetch", "export", "convert", "parity")
 QUOTED_PEER = {
     "optimum-cli export openvino --weight-format fp16": {"wall_s": 15.0, "peak_rss_gb": 1.0},
