@@ -271,10 +271,11 @@ def _run_export(context: _Context) -> None:
 
 def _run_convert(context: _Context) -> None:
     from converter.conversion import convert_ir
+    from converter.isolation import run_isolated
 
     for precision in context.precisions:
         _remove_tree(context.layout.ir_dir(precision))
-    convert_ir(context.recipe, context.layout, context.precisions, source_record=context.record)
+    run_isolated(convert_ir, context.recipe, context.layout, context.precisions, source_record=context.record)
 
 
 def _run_parity(context: _Context) -> None:

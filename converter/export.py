@@ -15,10 +15,8 @@ example sentence it traces the attention-mask path that real inputs take.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import gc
-import multiprocessing
 import io
 import logging
 import os
@@ -32,6 +30,7 @@ import numpy as np
 from converter.checkpoint import check_checkpoint, load_token_classifier, source_files
 from converter.errors import ArtifactError, ExportError
 from converter.files import disk_full_as_error, read_json
+from converter.isolation import run_isolated
 from converter.layout import Layout
 from converter.recipe import Recipe
 from converter.tokenization import MODEL_INPUTS, WordPieceTokenizer
@@ -119,21 +118,6 @@ def _check_input_names(recipe: Recipe) -> None:
             f"{where}: inputs {unknown} are not model inputs, expected names from {list(MODEL_INPUTS)}",
             hint="Rename the recipe's inputs to the model's argument names",
         )
-
-
-def run_isolated(function, *arguments):
-    """Call FUNCTION(*ARGUMENTS) in a fresh Python process and return its result.
-
-    NOTE: after torch.onnx.export (torch 2.13, dynamo) about 730 MB of weight
-    tensors stay alive with no Python referrer that gc can find, so freeing
-    the model does not return the memory. Running the export in a child
-    process returns it to the system before ONNX Runtime and OpenVINO load,
-    which keeps a full bert-base build under about 1 GB instead of 1.3 GB.
-    Exceptions, including ConverterError subclasses, re-raise in the caller.
-    """
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(function, *arguments).result()
 
 
 def _export_and_run_torch(recipe: Recipe, layout: Layout, inputs: dict[str, np.ndarray], path: Path) -> np.ndarray:

@@ -21,6 +21,7 @@ import numpy as np
 from converter.checkpoint import checkpoint_labels, load_token_classifier
 from converter.errors import ArtifactError, UsageError
 from converter.files import write_json_atomic
+from converter.isolation import run_isolated
 from converter.layout import Layout
 from converter.parity_inputs import ParityInput, build_inputs, inputs_digest, save_inputs as write_inputs
 from converter.parity_report import (
@@ -147,12 +148,10 @@ def require_artifacts(recipe: Recipe, layout: Layout, precisions: tuple[str, ...
 def run_pytorch(recipe: Recipe, layout: Layout, inputs: list[ParityInput]) -> np.ndarray:
     """Run the checkpoint in PyTorch over every input and return the logits [N, L, C].
 
-    The model runs in a child process (see `converter.export.run_isolated`),
+    The model runs in a child process (see `converter.isolation`),
     so its memory is returned to the system before ONNX Runtime and
     OpenVINO load their own copies of the weights.
     """
-    from converter.export import run_isolated
-
     log.info("parity: PyTorch on %d inputs", len(inputs))
     stacked = {name: np.concatenate([item.tensors[name] for item in inputs]).astype(np.int64) for name in MODEL_INPUTS}
     return run_isolated(_pytorch_logits, recipe, layout, stacked)
