@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import json
 import sys
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from converter.accuracy import BACKENDS, REFERENCE_BACKEND, evaluate, parse_backends
-from converter.cli.options import DEFAULT_ARTIFACTS_DIR, ArtifactsDir, Json, Model, Quiet, Verbose, configure_logging, open_model
+from converter.cli.options import (
+    DEFAULT_ARTIFACTS_DIR,
+    ArtifactsDir,
+    Json,
+    Model,
+    Quiet,
+    RuntimePrecision,
+    RuntimePrecisionOption,
+    Verbose,
+    configure_logging,
+    open_model,
+)
 from converter.conll import read_conll
 
-
-class RuntimePrecision(str, Enum):
-    f32 = "f32"
-    default = "default"
 
 
 Dataset = Annotated[
@@ -34,13 +40,6 @@ Backend = Annotated[
     ),
 ]
 Limit = Annotated[int | None, typer.Option("--limit", min=1, help="Score only the first N sentences.", show_default=False)]
-RuntimePrecisionOption = Annotated[
-    RuntimePrecision,
-    typer.Option(
-        "--runtime-precision",
-        help="OpenVINO inference precision for the IR backends: f32 measures the conversion alone, default keeps the CPU plugin's choice (bf16 on CPUs that support it).",
-    ),
-]
 
 
 def accuracy(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -38,6 +39,22 @@ Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON on 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only warnings and errors on stderr.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Print debug details on stderr.")]
 DEFAULT_ARTIFACTS_DIR = Path("artifacts")
+
+
+class RuntimePrecision(str, Enum):
+    """OpenVINO inference precision: pinned to f32, or the device's default."""
+
+    f32 = "f32"
+    default = "default"
+
+
+RuntimePrecisionOption = Annotated[
+    RuntimePrecision,
+    typer.Option(
+        "--runtime-precision",
+        help="OpenVINO inference precision: f32 measures the conversion alone, default keeps the device's choice (bf16 on CPUs that support it).",
+    ),
+]
 
 
 def open_model(model: str, artifacts_dir: Path) -> tuple[Recipe, Layout]:

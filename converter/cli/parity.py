@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +10,8 @@ import typer
 from rich.console import Console
 
 from converter.cli.options import (
+    RuntimePrecision,
+    RuntimePrecisionOption,
     DEFAULT_ARTIFACTS_DIR,
     ArtifactsDir,
     Json,
@@ -25,10 +26,6 @@ from converter.cli.options import (
 from converter.errors import ParityError
 
 
-class RuntimePrecision(str, Enum):
-    f32 = "f32"
-    default = "default"
-
 
 def parity(
     model: Model,
@@ -42,13 +39,7 @@ def parity(
         Path | None,
         typer.Option("--save-inputs", help="Write the exact input tensors and texts to this .npz file.", dir_okay=False, show_default=False),
     ] = None,
-    runtime_precision: Annotated[
-        RuntimePrecision,
-        typer.Option(
-            "--runtime-precision",
-            help="OpenVINO inference precision. f32 measures the conversion, and default keeps the runtime's choice (bf16 on CPUs that support it).",
-        ),
-    ] = RuntimePrecision.f32,
+    runtime_precision: RuntimePrecisionOption = RuntimePrecision.f32,
     plot: Annotated[
         Path | None,
         typer.Option("--plot", help="Draw the distribution of absolute logit differences per backend into this PNG file.", dir_okay=False, show_default=False),

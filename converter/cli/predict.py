@@ -12,8 +12,18 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from converter.cli.accuracy import RuntimePrecision
-from converter.cli.options import DEFAULT_ARTIFACTS_DIR, ArtifactsDir, Json, Model, Quiet, Verbose, configure_logging, open_model
+from converter.cli.options import (
+    DEFAULT_ARTIFACTS_DIR,
+    ArtifactsDir,
+    Json,
+    Model,
+    Quiet,
+    RuntimePrecision,
+    RuntimePrecisionOption,
+    Verbose,
+    configure_logging,
+    open_model,
+)
 from converter.decoding import Entity
 from converter.errors import InputTextError, UsageError
 from converter.predict import LinePrediction, count_lines, iter_input_lines, open_predictor, predict_lines
@@ -28,13 +38,6 @@ PredictPrecision = Annotated[
     typer.Option("--precision", "-p", help="IR precision to run: FP32 or FP16. Default: FP16 when the recipe builds it.", show_default=False),
 ]
 Device = Annotated[str, typer.Option("--device", "-d", help="OpenVINO device, such as CPU, GPU or AUTO.")]
-RuntimePrecisionOption = Annotated[
-    RuntimePrecision,
-    typer.Option(
-        "--runtime-precision",
-        help="OpenVINO inference precision: default keeps the device's choice (bf16 on CPUs that support it), f32 runs in float32.",
-    ),
-]
 
 
 def predict(
