@@ -313,7 +313,7 @@ def _manifest_document(context: _Context) -> dict:
             "files": record.get("files", []),
         },
         "tools": context.versions,
-        "export": {"opset": recipe.opset, "exporter": f"torch.onnx (torch {context.versions['torch']})"},
+        "export": {"opset": recipe.opset, "exporter": f"torch.onnx dynamo (torch {context.versions['torch']})"},
         "precisions": list(context.precisions),
         "stages": context.stage_entries,
         "artifacts": artifacts,

@@ -15,6 +15,8 @@ import concurrent.futures
 import logging
 import multiprocessing
 
+from converter.logs import log_to_stderr
+
 
 def run_isolated(function, *arguments, **keywords):
     """Call FUNCTION(*ARGUMENTS, **KEYWORDS) in a spawned process and return its result.
@@ -26,15 +28,6 @@ def run_isolated(function, *arguments, **keywords):
     level = logging.getLogger("converter").getEffectiveLevel()
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(
-        max_workers=1, mp_context=context, initializer=_configure_logging, initargs=(level,)
+        max_workers=1, mp_context=context, initializer=log_to_stderr, initargs=(level,)
     ) as pool:
         return pool.submit(function, *arguments, **keywords).result()
-
-
-def _configure_logging(level: int) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    package_logger = logging.getLogger("converter")
-    package_logger.handlers[:] = [handler]
-    package_logger.setLevel(level)
-    package_logger.propagate = False

@@ -29,6 +29,7 @@ MANIFEST_FORMAT = 1
 # Distributions whose versions shape the artifacts; recorded in the manifest
 # and part of the stage digests that use them.
 TOOL_DISTRIBUTIONS = (
+    "numpy",
     "torch",
     "transformers",
     "onnx",

@@ -11,9 +11,7 @@ all failures. The report goes to `layout.parity_report`.
 from __future__ import annotations
 
 import logging
-import platform
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +21,7 @@ from converter.errors import ArtifactError, UsageError
 from converter.files import write_json_atomic
 from converter.isolation import run_isolated
 from converter.layout import Layout
+from converter.manifest import tool_versions
 from converter.parity_inputs import ParityInput, build_inputs, inputs_digest, save_inputs as write_inputs
 from converter.parity_report import (
     PASS,
@@ -42,7 +41,6 @@ log = logging.getLogger(__name__)
 
 RUNTIME_PRECISIONS = ("f32", "default")
 REPORT_FORMAT = 1
-VERSIONED_PACKAGES = ("omz-like", "numpy", "torch", "transformers", "tokenizers", "onnx", "onnxruntime", "openvino")
 
 
 @dataclass
@@ -245,17 +243,6 @@ def _report(recipe: Recipe, inputs: list[ParityInput], backends: dict, *, runtim
         "passed": bool(backends) and all(backend["passed"] for backend in backends.values()),
         "versions": tool_versions(),
     }
-
-
-def tool_versions() -> dict[str, str]:
-    """Return the installed versions of Python and the packages that shape the logits."""
-    versions = {"python": platform.python_version()}
-    for package in VERSIONED_PACKAGES:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    return versions
 
 
 def _model_argument(recipe: Recipe) -> str:

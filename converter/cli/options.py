@@ -11,6 +11,7 @@ import typer
 
 from converter.errors import UsageError
 from converter.layout import Layout
+from converter.logs import log_to_stderr
 from converter.recipe import PRECISIONS, Recipe, load_recipe
 
 Model = Annotated[
@@ -85,10 +86,4 @@ def configure_logging(*, verbose: bool = False, quiet: bool = False) -> None:
     """Send the package's log records to stderr at the level the flags ask for."""
     if verbose and quiet:
         raise UsageError("--verbose and --quiet exclude each other", hint="Pass only one of them")
-    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    package_logger = logging.getLogger("converter")
-    package_logger.handlers[:] = [handler]
-    package_logger.setLevel(level)
-    package_logger.propagate = False
+    log_to_stderr(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)

@@ -1,0 +1,15 @@
+"""Where the package's log records go: stderr, one plain line each."""
+
+from __future__ import annotations
+
+import logging
+
+
+def log_to_stderr(level: int) -> None:
+    """Send records of the `converter` loggers at LEVEL or above to stderr, without timestamps."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    package_logger = logging.getLogger("converter")
+    package_logger.handlers[:] = [handler]
+    package_logger.setLevel(level)
+    package_logger.propagate = False
