@@ -54,7 +54,7 @@ class BuildResult:
 
 @dataclass
 class _Context:
-    """What the stages of one build share."""
+    """State shared by the stages of one build."""
 
     recipe: Recipe
     layout: Layout
@@ -106,7 +106,7 @@ def _plan_is_noop(context: _Context) -> bool:
 
 
 def _outputs_match(context: _Context, entry: dict) -> bool:
-    """Check that the stage's recorded outputs exist and still hash as the manifest says."""
+    """Check that the stage's recorded outputs exist and still hash as the manifest records."""
     recorded = {a["path"]: a for a in context.previous.get("artifacts", [])}
     for relative in entry.get("outputs", []):
         path = context.layout.root / relative

@@ -102,7 +102,7 @@ def model_lock(lock_path: Path, *, timeout: float = 3600.0) -> Iterator[None]:
     try:
         lock.acquire(timeout=0)
     except filelock.Timeout:
-        log.warning("waiting for another omz-like process that holds %s", lock_path)
+        log.warning("waiting for another omz-like process that holds the lock %s", lock_path)
         try:
             lock.acquire(timeout=timeout)
         except filelock.Timeout:

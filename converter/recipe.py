@@ -147,17 +147,17 @@ def _known_hint() -> str:
 
 def parse_recipe(data: bytes, path: Path, *, bundled: bool = False) -> Recipe:
     """Validate the YAML document DATA read from PATH and build a Recipe."""
-    shown = str(path)
+    location = str(path)
     try:
         document = yaml.safe_load(data.decode("utf-8"))
     except UnicodeDecodeError:
-        raise RecipeError(shown, None, "not valid UTF-8") from None
+        raise RecipeError(location, None, "not valid UTF-8") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark else ""
-        raise RecipeError(shown, None, f"{where}invalid YAML ({getattr(error, 'problem', error)})") from None
+        raise RecipeError(location, None, f"{where}invalid YAML ({getattr(error, 'problem', error)})") from None
 
-    checker = _Checker(shown)
+    checker = _Checker(location)
     top = checker.mapping(document, "", required=_REQUIRED_TOP, optional=_OPTIONAL_TOP)
     recipe = Recipe(
         name=checker.pattern(top["name"], "name", _NAME, "expected lowercase letters, digits and single hyphens"),
