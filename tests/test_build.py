@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,8 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from converter.manifest import read_manifest
 from converter.layout import Layout
+from converter.manifest import read_manifest
+from converter.recipe import load_recipe
+from tests.checkpoints import TINY_COMMIT, write_recipe
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IR_FILES = ("onnx/tiny-ner.onnx", "FP32/tiny-ner.xml", "FP32/tiny-ner.bin", "FP16/tiny-ner.xml", "FP16/tiny-ner.bin")
@@ -44,13 +47,37 @@ def cli_process(*args: str, env: dict | None = None, **kwargs) -> subprocess.Pop
     )
 
 
+@pytest.fixture(scope="session")
+def built_once(tmp_path_factory, tiny_checkpoint) -> Path:
+    """A folder with a tiny recipe and its artifacts, built once for the whole session."""
+    base = tmp_path_factory.mktemp("built-once")
+    recipe = write_recipe(base / "recipes" / "tiny-ner.yaml", tiny_checkpoint)
+    source = base / "artifacts" / "tiny-ner" / "source"
+    source.mkdir(parents=True)
+    for name in ("config.json", "vocab.txt", "pytorch_model.bin"):
+        shutil.copyfile(tiny_checkpoint / name, source / name)
+    record = {
+        "repo": "tests/tiny-ner",
+        "revision": "main",
+        "commit_hash": TINY_COMMIT,
+        "files": [{"name": f.name, "size": f.size, "sha384": f.sha384} for f in load_recipe(str(recipe)).source.files],
+    }
+    (source.parent / "source.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    completed = subprocess.run(
+        [sys.executable, "-m", "converter", "build", str(recipe), "--artifacts-dir", str(base / "artifacts")],
+        capture_output=True, text=True, check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    return base
+
+
 @pytest.fixture
-def built(tiny_source, run_cli):
-    """The tiny model built once into the artifacts folder of `tiny_source`."""
-    recipe, artifacts = tiny_source
-    result = run_cli("build", recipe, "--artifacts-dir", artifacts, "--json")
-    assert result.exit_code == 0, result.stderr
-    return recipe, artifacts, Layout(root=artifacts / "tiny-ner", name="tiny-ner")
+def built(built_once, tmp_path):
+    """A private copy of the tiny model built once: (recipe path, artifacts dir, layout)."""
+    base = tmp_path / "built"
+    shutil.copytree(built_once, base)
+    artifacts = base / "artifacts"
+    return base / "recipes" / "tiny-ner.yaml", artifacts, Layout(root=artifacts / "tiny-ner", name="tiny-ner")
 
 
 def test_build_writes_manifest(built, run_cli):
