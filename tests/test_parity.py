@@ -506,26 +506,3 @@ def test_plot_writes_png(run_cli, tiny_build, tmp_path):
     assert result.exit_code == 0
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".differences")] == []
-
-
-# --- full size ------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def built_full_size(full_size_checkpoint, tmp_path_factory) -> tuple[Path, Path]:
-    return _build_artifacts(tmp_path_factory.mktemp("built-full-size"), full_size_checkpoint, name="full-size-ner")
-
-
-@pytest.mark.full_size
-def test_full_size_build_passes(run_cli, built_full_size):
-    recipe_path, artifacts = built_full_size
-
-    result = run_cli("parity", recipe_path, "--artifacts-dir", artifacts)
-    report = _report(artifacts, "full-size-ner")
-    for key, backend in report["backends"].items():
-        print(key, backend["inference_precision"], json.dumps(backend["metrics"], sort_keys=True))
-
-    assert result.exit_code == 0, result.stderr
-    assert [report["backends"][key]["passed"] for key in ("ONNX", "FP32", "FP16")] == [True, True, True]
-    assert report["backends"]["ONNX"]["metrics"]["argmax_agreement"] == 1.0
-    assert report["backends"]["FP32"]["metrics"]["argmax_agreement"] == 1.0
