@@ -291,3 +291,24 @@ def test_concurrent_builds_both_succeed(tiny_source, run_cli):
     assert [p.returncode for p in processes] == [0, 0], [err for _, err in outputs]
     assert any("waiting for another omz-like process" in err for _, err in outputs)
     assert run_cli("verify", recipe, "--artifacts-dir", artifacts).exit_code == 0
+
+
+def test_version_drift_names_tool_and_pin(tmp_path):
+    from converter.manifest import pinned_versions, version_drift
+
+    constraints = tmp_path / "constraints.txt"
+    constraints.write_text("# pins\ntorch==2.13.0\nhuggingface-hub==2.4.0\nOpenVINO==2026.4.1  # runtime\n")
+    pins = pinned_versions(constraints)
+    running = {"torch": "2.13.0+cpu", "huggingface_hub": "2.5.0", "openvino": "2026.4.1", "rich": "15.0.0"}
+
+    assert pins == {"torch": "2.13.0", "huggingface-hub": "2.4.0", "openvino": "2026.4.1"}
+    assert version_drift(running, pins) == ["huggingface_hub 2.5.0 (pinned 2.4.0)"]
+
+
+def test_shipped_constraints_pin_artifact_tools():
+    from converter.manifest import CONSTRAINTS_FILE, pinned_versions
+
+    pins = pinned_versions(CONSTRAINTS_FILE)
+
+    for name in ("torch", "transformers", "onnx", "onnxscript", "onnxruntime", "openvino", "huggingface-hub", "numpy"):
+        assert name in pins, name
