@@ -180,7 +180,7 @@ def parse_backends(values: Sequence[str] | None, recipe: Recipe) -> tuple[str, .
     return tuple(name for name in BACKENDS if name in requested)
 
 
-def check_artifacts(backends: Sequence[str], layout: Layout) -> None:
+def check_artifacts(backends: Sequence[str], layout: Layout, *, model_argument: str) -> None:
     """Raise ArtifactError for the first file a requested backend needs and does not find."""
     # Every backend needs the vocabulary and the label names of the checkpoint.
     required = [(layout.source_dir / "vocab.txt", "fetch"), (layout.source_dir / "config.json", "fetch")]
@@ -194,7 +194,7 @@ def check_artifacts(backends: Sequence[str], layout: Layout) -> None:
     for path, command in required:
         if not path.is_file():
             backend_hint = f" --precision {path.parent.name}" if command == "convert" else ""
-            raise ArtifactError(path, "file not found", hint=f"Run `omz-like {command} {layout.name}{backend_hint}` first")
+            raise ArtifactError(path, "file not found", hint=f"Run `omz-like {command} {model_argument}{backend_hint}` first")
 
 
 def open_backend(name: str, recipe: Recipe, layout: Layout, *, runtime_precision: str = "f32") -> Backend:
@@ -266,7 +266,7 @@ def evaluate(
     from converter.checkpoint import checkpoint_labels
 
     sentences = dataset.sentences[:limit] if limit is not None else dataset.sentences
-    check_artifacts(backends, layout)
+    check_artifacts(backends, layout, model_argument=recipe.model_argument)
     labels = checkpoint_labels(layout)
     check_gold_labels(dataset, labels)
 

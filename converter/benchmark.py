@@ -54,7 +54,7 @@ def require_artifacts(recipe: Recipe, layout: Layout, precisions: tuple[str, ...
         needed += [layout.ir_xml(precision), layout.ir_bin(precision)]
     for path in needed:
         if not path.is_file():
-            raise ArtifactError(path, "file not found", hint=f"Run `omz-like convert {_model_argument(recipe)}` first")
+            raise ArtifactError(path, "file not found", hint=f"Run `omz-like convert {recipe.model_argument}` first")
 
 
 def run_benchmark(recipe: Recipe, layout: Layout, precisions: tuple[str, ...], *, seconds: float = DEFAULT_SECONDS, text: str = EXAMPLE_SENTENCE) -> dict:
@@ -153,10 +153,6 @@ def _benchmark_ir(layout: Layout, precision: str, inputs: dict[str, np.ndarray],
     del compiled
     gc.collect()
     return summarise(f"OpenVINO {precision}", layout.relative(layout.ir_xml(precision)), durations, elapsed, runtime_precision=runtime_precision, inference_precision=used)
-
-
-def _model_argument(recipe: Recipe) -> str:
-    return str(recipe.path) if recipe.path is not None else recipe.name
 
 
 def _with_speedup(rows: list[dict]) -> list[dict]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from converter import manifest as manifest_io
-from converter.errors import ParityError
+from converter.errors import ArtifactError, ParityError
 from converter.files import model_lock, read_json
 from converter.layout import Layout
 from converter.recipe import Recipe
@@ -73,6 +73,8 @@ class _Context:
 def build(recipe: Recipe, artifacts_dir: Path, precisions: tuple[str, ...], *, force: bool = False, revision: str | None = None, offline: bool = False) -> BuildResult:
     """Bring `<artifacts_dir>/<name>` up to date with RECIPE; raise ParityError when parity fails."""
     layout = Layout.for_recipe(recipe, artifacts_dir)
+    if layout.root.exists() and not layout.root.is_dir():
+        raise ArtifactError(layout.root, "exists and is not a folder", hint="Move the file away or choose another --artifacts-dir")
     with model_lock(layout.lock_file):
         _recover_interrupted_swap(layout)
         cache = manifest_io.StatCache(_stat_cache_path(layout))
@@ -189,8 +191,8 @@ _STAGE_DIGESTS: dict[str, Callable[[_Context], str]] = {
 
 def _build_in_staging(context: _Context) -> BuildResult:
     final = context.layout
-    staging = Layout(root=final.root.parent / f".{final.name}.build", name=final.name)
-    _seed_staging(final, staging, context.precisions)
+    staging = Layout(root=_staging_root(final), name=final.name)
+    _seed_staging(final, staging, _kept_files(context))
     context.layout = staging
     context.hashes.clear()
     result = BuildResult(final)
@@ -205,7 +207,7 @@ def _build_in_staging(context: _Context) -> BuildResult:
         failed = ", ".join(b for b, v in document["parity"].items() if v != "PASS")
         raise ParityError(
             f"parity failed for {failed}; the previous artifacts in {final.root} are unchanged",
-            hint=f"See {staging.parity_report} and run `omz-like parity {context.recipe.name}` for the worst token",
+            hint=f"See {staging.parity_report} and run `omz-like parity {context.recipe.model_argument}` for the worst token",
         )
 
     _swap_into_place(staging, final)
@@ -335,16 +337,30 @@ def _parity_verdicts(context: _Context) -> dict[str, str]:
 # --- staging and swapping -------------------------------------------------
 
 
-def _seed_staging(final: Layout, staging: Layout, precisions: tuple[str, ...]) -> None:
-    """Fill the staging folder with hard links to the current artifacts this build keeps."""
+def _kept_files(context: _Context) -> set[str]:
+    """Return the artifacts a new build may reuse: the recipe's source files and what the manifest lists.
+
+    Files the manifest does not list (a stray file, a precision this build
+    does not make) are left out, so the new folder holds exactly what its
+    manifest will list.
+    """
+    layout = context.layout
+    kept = {f"source/{entry.name}" for entry in context.recipe.source.files}
+    if layout.source_record.is_file():
+        kept.add(layout.relative(layout.source_record))
+    listed = {a["path"] for a in (context.previous or {}).get("artifacts", [])}
+    precision_folders = {"onnx", *context.precisions}
+    kept |= {path for path in listed if path.split("/", 1)[0] in precision_folders}
+    return kept
+
+
+def _seed_staging(final: Layout, staging: Layout, kept: set[str]) -> None:
+    """Fill the staging folder with hard links to the current artifacts in KEPT."""
     _remove_tree(staging.root)
     staging.root.mkdir(parents=True)
-    if not final.root.is_dir():
-        return
-    kept_folders = {"source", "onnx", *precisions}
-    for path in manifest_io.files_under(final.root):
-        relative = path.relative_to(final.root)
-        if len(relative.parts) > 1 and relative.parts[0] not in kept_folders:
+    for relative in sorted(kept):
+        path = final.root / relative
+        if not path.is_file():
             continue
         target = staging.root / relative
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -365,11 +381,17 @@ def _swap_into_place(staging: Layout, final: Layout) -> None:
 
 
 def _recover_interrupted_swap(layout: Layout) -> None:
+    """Restore the previous artifacts if a swap was cut short, and drop a stale staging folder."""
     old = _old_root(layout)
     if old.exists() and not layout.root.exists():
         log.warning("restoring %s from an interrupted build", layout.root)
         os.replace(old, layout.root)
     _remove_tree(old)
+    _remove_tree(_staging_root(layout))
+
+
+def _staging_root(layout: Layout) -> Path:
+    return layout.root.parent / f".{layout.name}.build"
 
 
 def _old_root(layout: Layout) -> Path:

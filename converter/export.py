@@ -137,6 +137,7 @@ def _export_and_run_torch(recipe: Recipe, layout: Layout, inputs: dict[str, np.n
             # The exporter prints its progress on stdout, which belongs to results.
             warnings.simplefilter("ignore", category=DeprecationWarning)
             warnings.simplefilter("ignore", category=UserWarning)
+            warnings.simplefilter("ignore", category=FutureWarning)
             program = torch.onnx.export(
                 wrapper, arguments, input_names=list(names), output_names=[recipe.outputs[0].name],
                 opset_version=recipe.opset, dynamo=True, external_data=True, optimize=True, verbose=False,

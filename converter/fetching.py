@@ -255,7 +255,7 @@ def _verify_download(entry: SourceFile, cached: Path) -> None:
 
 
 _INTEGRITY_HINT = (
-    "The bad download was removed from the Hugging Face cache and not placed in source/. "
+    "The mismatching file was removed from the Hugging Face cache and not placed in source/. "
     "Run fetch again. If the mismatch repeats, the file at this revision differs from the recipe's pin: "
     "check source.revision and the pins in the recipe"
 )
@@ -287,6 +287,15 @@ def _hub_errors(*, repo: str, revision: str, filename: str | None, settings: Hub
         raise HubUnreachableError(
             f"{target}: connection to {settings.endpoint} failed ({type(error).__name__}: {error})",
             hint="Run fetch again: finished files stay in the cache. Check the network, or set HF_ENDPOINT to a reachable mirror",
+        ) from error
+    except ValueError as error:
+        # With force_download, huggingface_hub turns a failed request into
+        # ValueError("Force download failed ...") and keeps the cause.
+        if not str(error).startswith("Force download failed"):
+            raise
+        raise HubUnreachableError(
+            f"{target}: --force needs the Hub, but the download from {settings.endpoint} failed ({error.__cause__ or error})",
+            hint="Check the network or HF_ENDPOINT, or run fetch without --force to use the verified files",
         ) from error
     except OSError as error:
         # http_get raises a bare OSError when fewer bytes arrive than the

@@ -16,7 +16,7 @@ from typing import Any
 
 import filelock
 
-from converter.errors import DiskFullError, LockTimeoutError
+from converter.errors import ArtifactError, DiskFullError, LockTimeoutError
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,18 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         with disk_full_as_error(path):
             yield temporary
+            # mkstemp creates the file with mode 0600; give it the mode a plain open() would.
+            if temporary.exists():
+                temporary.chmod(0o666 & ~_umask())
             os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -72,13 +81,14 @@ def read_json(path: Path) -> Any | None:
 
 
 def copy_atomic(source: Path, destination: Path) -> None:
-    """Place a real file at DESTINATION: a hard link where possible, else a copy."""
+    """Copy SOURCE to DESTINATION as a file of its own.
+
+    A hard link into the Hugging Face cache would share the inode, so an
+    edit in one artifacts folder would change the cache and every other
+    folder that links to it.
+    """
     with atomic_path(destination) as temporary:
-        temporary.unlink()
-        try:
-            os.link(os.path.realpath(source), temporary)
-        except OSError:
-            shutil.copyfile(source, temporary)
+        shutil.copyfile(source, temporary)
 
 
 @contextlib.contextmanager
@@ -97,11 +107,12 @@ def disk_full_as_error(path: Path) -> Iterator[None]:
 @contextlib.contextmanager
 def model_lock(lock_path: Path, *, timeout: float = 3600.0) -> Iterator[None]:
     """Hold an exclusive lock on one model's artifacts, reporting while another process holds it."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
     lock = filelock.FileLock(str(lock_path))
     try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
         lock.acquire(timeout=0)
     except filelock.Timeout:
+        # filelock.Timeout derives from OSError, so it is caught first.
         log.warning("waiting for another omz-like process that holds the lock %s", lock_path)
         try:
             lock.acquire(timeout=timeout)
@@ -110,6 +121,10 @@ def model_lock(lock_path: Path, *, timeout: float = 3600.0) -> Iterator[None]:
                 f"{lock_path}: still locked by another process after {timeout:.0f} s",
                 hint="Wait for the other build to finish, or remove the lock file if no build is running",
             ) from None
+    except OSError as error:
+        raise ArtifactError(
+            lock_path, f"cannot create the lock file ({error.strerror})", hint="Choose a writable --artifacts-dir"
+        ) from None
     try:
         yield
     finally:

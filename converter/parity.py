@@ -132,14 +132,14 @@ def require_artifacts(recipe: Recipe, layout: Layout, precisions: tuple[str, ...
     """Raise ArtifactError for the first missing file, before any backend loads."""
     vocab = layout.source_dir / "vocab.txt"
     if not vocab.is_file():
-        raise ArtifactError(vocab, "vocabulary not found", hint=f"Run `omz-like fetch {_model_argument(recipe)}` first")
+        raise ArtifactError(vocab, "vocabulary not found", hint=f"Run `omz-like fetch {recipe.model_argument}` first")
     if not layout.onnx_path.is_file():
-        raise ArtifactError(layout.onnx_path, "ONNX file not found", hint=f"Run `omz-like convert {_model_argument(recipe)}` first")
+        raise ArtifactError(layout.onnx_path, "ONNX file not found", hint=f"Run `omz-like convert {recipe.model_argument}` first")
     for precision in precisions:
         for path in (layout.ir_xml(precision), layout.ir_bin(precision)):
             if not path.is_file():
                 raise ArtifactError(
-                    path, f"{precision} IR file not found", hint=f"Run `omz-like convert {_model_argument(recipe)} --precision {precision}` first"
+                    path, f"{precision} IR file not found", hint=f"Run `omz-like convert {recipe.model_argument} --precision {precision}` first"
                 )
 
 
@@ -244,7 +244,3 @@ def _report(recipe: Recipe, inputs: list[ParityInput], backends: dict, *, runtim
         "versions": tool_versions(),
     }
 
-
-def _model_argument(recipe: Recipe) -> str:
-    """Return what to pass as MODEL on the command line: the bundled name or the recipe file."""
-    return str(recipe.path) if recipe.path else recipe.name

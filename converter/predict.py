@@ -79,7 +79,7 @@ def open_predictor(recipe: Recipe, layout: Layout, *, precision: str | None = No
     xml_path = layout.ir_xml(precision)
     if not xml_path.is_file():
         raise ArtifactError(
-            xml_path, f"{precision} IR not found", hint=f"Run `omz-like convert {recipe.name}` first"
+            xml_path, f"{precision} IR not found", hint=f"Run `omz-like convert {recipe.model_argument}` first"
         )
     tokenizer = _open_tokenizer(recipe, layout)
     compiled = compile_ir(xml_path, device=device, inference_precision=inference_precision, performance_hint="THROUGHPUT")
@@ -115,7 +115,7 @@ def check_device(device: str) -> None:
 def _open_tokenizer(recipe: Recipe, layout: Layout) -> WordPieceTokenizer:
     vocab = layout.source_dir / "vocab.txt"
     if not vocab.is_file():
-        raise ArtifactError(vocab, "vocabulary not found", hint=f"Run `omz-like fetch {recipe.name}` first")
+        raise ArtifactError(vocab, "vocabulary not found", hint=f"Run `omz-like fetch {recipe.model_argument}` first")
     return WordPieceTokenizer(vocab, lower_case=recipe.lower_case)
 
 

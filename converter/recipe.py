@@ -111,6 +111,11 @@ class Recipe:
     def num_labels(self) -> int:
         return self.outputs[0].shape[-1]
 
+    @property
+    def model_argument(self) -> str:
+        """What to pass as MODEL on the command line: the bundled name or the recipe file."""
+        return str(self.path) if self.path else self.name
+
 
 # --- locating -------------------------------------------------------------
 

@@ -57,9 +57,13 @@ def compile_ir(xml_path: Path, *, device: str = "CPU", inference_precision: str 
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ArtifactError(xml_path, f"cannot load the IR ({first_line})", hint="Rebuild it with `omz-like convert MODEL --force`") from None
 
-    used = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    try:
+        used = _precision_name(str(compiled.get_property("INFERENCE_PRECISION_HINT")))
+    except RuntimeError:
+        # Virtual devices such as AUTO and MULTI do not report the property.
+        used = "chosen by the device"
     names = tuple(port.get_any_name() for port in compiled.inputs)
-    return CompiledIR(compiled=compiled, xml_path=xml_path, device=device, inference_precision=_precision_name(used), input_names=names)
+    return CompiledIR(compiled=compiled, xml_path=xml_path, device=device, inference_precision=used, input_names=names)
 
 
 def onnx_session(onnx_path: Path, *, threads: int | None = None):

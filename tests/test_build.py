@@ -312,3 +312,28 @@ def test_shipped_constraints_pin_artifact_tools():
 
     for name in ("torch", "transformers", "onnx", "onnxscript", "onnxruntime", "openvino", "huggingface-hub", "numpy"):
         assert name in pins, name
+
+
+def test_build_one_precision_drops_others(built, run_cli):
+    recipe, artifacts, layout = built
+    (layout.root / "FP16" / "stray.txt").write_text("x")
+
+    result = run_cli("build", recipe, "--artifacts-dir", artifacts, "--precision", "FP16")
+
+    assert result.exit_code == 0, result.stderr
+    assert not (layout.root / "FP32").exists()
+    assert not (layout.root / "FP16" / "stray.txt").exists()
+    assert read_manifest(layout)["precisions"] == ["FP16"]
+    assert run_cli("verify", recipe, "--artifacts-dir", artifacts).exit_code == 0
+
+
+def test_stale_staging_removed_by_noop_build(built, run_cli):
+    recipe, artifacts, _ = built
+    stale = artifacts / ".tiny-ner.build"
+    (stale / "onnx").mkdir(parents=True)
+    (stale / "onnx" / "partial.onnx").write_bytes(b"partial")
+
+    result = run_cli("build", recipe, "--artifacts-dir", artifacts, "--json")
+
+    assert result.exit_code == 0, result.stderr
+    assert not stale.exists()

@@ -57,6 +57,8 @@ def assert_placed(artifacts: Path, checkpoint: Path) -> None:
         placed = source_dir(artifacts) / name
         assert not placed.is_symlink(), name
         assert placed.is_file(), name
+        # A copy, not a hard link into the cache: editing it must not change the cache.
+        assert placed.stat().st_nlink == 1, name
         assert placed.read_bytes() == (checkpoint / name).read_bytes(), name
 
 

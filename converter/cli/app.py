@@ -16,7 +16,7 @@ from converter.cli import predict as predict_command
 from converter.cli import benchmark as benchmark_command
 from converter.cli import fetch as fetch_command
 from converter.cli import convert, export
-from converter.errors import EXIT_INTERRUPTED, ConverterError
+from converter.errors import EXIT_FAILURE, EXIT_INTERRUPTED, ConverterError
 
 DEBUG_VARIABLE = "OMZ_LIKE_DEBUG"
 
@@ -56,13 +56,27 @@ app.command("benchmark")(benchmark_command.benchmark)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI and turn a ConverterError into one line on stderr and its exit code."""
+    """Run the CLI and turn a known failure into one line on stderr and its exit code."""
     try:
         app(args=argv, prog_name="omz-like")
     except ConverterError as error:
-        if os.environ.get(DEBUG_VARIABLE):
-            raise
-        Console(stderr=True, highlight=False, soft_wrap=True).print(Text.assemble(("error: ", "bold red"), str(error)))
-        sys.exit(error.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(EXIT_INTERRUPTED)
+        _fail(error, str(error), error.exit_code)
+    except OSError as error:
+        # A file-system failure the commands do not anticipate (permissions, a
+        # file where a folder should be) still gets one line, not a traceback.
+        where = f"{error.filename}: " if error.filename else ""
+        _fail(error, f"{where}{error.strerror or error}", EXIT_FAILURE)
+    except KeyboardInterrupt as error:
+        _fail(error, "interrupted", EXIT_INTERRUPTED)
+    except SystemExit as exit_:
+        # Typer turns Ctrl-C into a silent exit with code 130.
+        if exit_.code == EXIT_INTERRUPTED:
+            Console(stderr=True, highlight=False).print(Text.assemble(("error: ", "bold red"), "interrupted"))
+        raise
+
+
+def _fail(error: BaseException, message: str, code: int) -> None:
+    if os.environ.get(DEBUG_VARIABLE):
+        raise error
+    Console(stderr=True, highlight=False, soft_wrap=True).print(Text.assemble(("error: ", "bold red"), message))
+    sys.exit(code)

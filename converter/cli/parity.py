@@ -23,7 +23,7 @@ from converter.cli.options import (
     open_model,
     parse_precisions,
 )
-from converter.errors import ParityError
+from converter.errors import ParityError, UsageError
 
 
 
@@ -57,6 +57,9 @@ def parity(
     from converter.parity_inputs import read_text_file
     from converter.parity_report import describe_failure, print_table, write_plot
 
+    if plot is not None:
+        _check_plot_target(plot)
+
     extra_texts = read_text_file(text_file) if text_file is not None else []
     result = measure_parity(
         recipe,
@@ -80,3 +83,13 @@ def parity(
         write_plot(plot, result.differences, title=f"{recipe.name}: logits against PyTorch")
     if not verdict(report):
         raise ParityError(describe_failure(report), hint=f"See {layout.parity_report} for every metric")
+
+
+def _check_plot_target(plot: Path) -> None:
+    """Fail before the comparison runs when --plot cannot be written."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UsageError("--plot needs matplotlib, which is not installed", hint="Install it with `pip install 'omz-like[plot]'`") from None
+    if not Path(plot).parent.is_dir():
+        raise UsageError(f"--plot {plot}: folder {Path(plot).parent} not found", hint="Create the folder or choose another path")

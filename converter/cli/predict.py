@@ -81,6 +81,11 @@ def _input_lines(texts: list[str] | None, input_file: str | None) -> Iterable[st
     if not texts:
         raise UsageError("no text to analyse", hint="Pass TEXT arguments or --input FILE (- for stdin)")
     for index, text in enumerate(texts, start=1):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            # Python keeps undecodable argv bytes as lone surrogates.
+            raise UsageError(f"TEXT argument {index} is not valid UTF-8", hint="Pass UTF-8 text, or a file with --input") from None
         if not text.strip():
             raise UsageError(f"TEXT argument {index} is empty or only whitespace", hint="Pass text that contains words")
     return texts
