@@ -2,10 +2,10 @@
 
 The exporter is torch's dynamo-based one (`dynamo=True`, torch 2.13), with
 the weights in an external data file beside the .onnx. It references the
-PyTorch tensors instead of copying them into one protobuf, so a full
-bert-base export peaks near 0.9 GB RSS and takes about 7 s, where the
-TorchScript exporter (`dynamo=False`) peaked at 2.2 GB and took 35 s (both
-measured on the full-size checkpoint on a 2-core CPU machine).
+PyTorch tensors instead of copying them into one protobuf. On the full-size
+checkpoint (2-core CPU machine, /usr/bin/time -v) an export peaked near
+0.9 GB RSS and took about 7 s of export time. The TorchScript exporter
+(`dynamo=False`) peaked at 2.2 GB and took 35 s.
 
 The dynamo exporter stores each node's Python stack trace, with absolute
 file paths, in the node's metadata; `_strip_metadata` removes it so that

@@ -1,4 +1,4 @@
-"""Where the package's log records go: stderr, one plain line each."""
+"""Log set-up shared by the CLI and child processes: plain lines on stderr."""
 
 from __future__ import annotations
 

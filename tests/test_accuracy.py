@@ -342,7 +342,7 @@ def test_cli_missing_onnx_points_to_export(run_cli, tiny_source):
     assert result.exit_code == 1
     assert result.stdout == ""
     onnx_path = artifacts / "tiny-ner" / "onnx" / "tiny-ner.onnx"
-    assert result.stderr.splitlines()[-1] == f"error: {onnx_path}: file not found. Run `omz-like export tiny-ner` first"
+    assert result.stderr.splitlines()[-1] == f"error: {onnx_path}: file not found. Run `omz-like export {recipe_path.resolve()}` first"
 
 
 def test_cli_missing_ir_points_to_convert(run_cli, tiny_source):
@@ -352,7 +352,7 @@ def test_cli_missing_ir_points_to_convert(run_cli, tiny_source):
 
     assert result.exit_code == 1
     xml_path = artifacts / "tiny-ner" / "FP16" / "tiny-ner.xml"
-    assert result.stderr.splitlines()[-1] == f"error: {xml_path}: file not found. Run `omz-like convert tiny-ner --precision FP16` first"
+    assert result.stderr.splitlines()[-1] == f"error: {xml_path}: file not found. Run `omz-like convert {recipe_path.resolve()} --precision FP16` first"
 
 
 def test_cli_unknown_tag_exits_1(run_cli, tiny_source, tmp_path):
