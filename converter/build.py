@@ -281,9 +281,10 @@ def _run_convert(context: _Context) -> None:
 
 
 def _run_parity(context: _Context) -> None:
+    from converter.isolation import run_isolated
     from converter.parity import run_parity
 
-    context.parity_report = run_parity(context.recipe, context.layout, context.precisions)
+    context.parity_report = run_isolated(run_parity, context.recipe, context.layout, context.precisions)
 
 
 _RUNNERS: dict[str, Callable[[_Context], None]] = {
