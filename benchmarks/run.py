@@ -29,6 +29,7 @@ from converter.files import write_json_atomic
 from converter.parity_inputs import corpus_sentences
 from converter.recipe import load_recipe
 from converter.tokenization import WordPieceTokenizer
+from tests.checkpoints import place_source
 
 CLOSED_ENDPOINT = "http://127.0.0.1:9"
 MODEL_NAME = "bert-base-ner-random"
@@ -115,21 +116,10 @@ def _write_sentences(path: Path, count: int, *, checkpoint: Path, recipe_path: P
 
 
 def _place_source(recipe_path: Path, checkpoint: Path, artifacts: Path) -> None:
-    """Copy the checkpoint into ARTIFACTS/<name>/source/ with a source.json record, as `fetch` leaves it."""
-    recipe = load_recipe(str(recipe_path))
-    source = artifacts / recipe.name / "source"
+    """Start ARTIFACTS afresh with the checkpoint placed in <name>/source/, as `fetch` leaves it."""
     if artifacts.exists():
         shutil.rmtree(artifacts)
-    source.mkdir(parents=True)
-    for entry in recipe.source.files:
-        shutil.copyfile(checkpoint / entry.name, source / entry.name)
-    record = {
-        "repo": recipe.source.repo,
-        "revision": recipe.source.revision,
-        "commit_hash": "0" * 40,
-        "files": [{"name": f.name, "size": f.size, f.hash_algorithm: f.hash_value} for f in recipe.source.files],
-    }
-    write_json_atomic(artifacts / recipe.name / "source.json", record)
+    place_source(recipe_path, checkpoint, artifacts, commit_hash="0" * 40)
 
 
 def _run(arguments: list, work: Path, env: dict[str, str], label: str) -> dict:

@@ -221,7 +221,7 @@ def _run_or_skip(context: _Context, stage: str) -> StageOutcome:
         context.record = read_json(context.layout.source_record)
     digest = _STAGE_DIGESTS[stage](context)
     entry = (context.previous or {}).get("stages", {}).get(stage)
-    up_to_date = entry is not None and entry.get("digest") == digest and _outputs_match_staged(context, entry)
+    up_to_date = entry is not None and entry.get("digest") == digest and _outputs_match(context, entry)
     if up_to_date and (stage != "parity" or (context.previous or {}).get("parity_passed") is True):
         context.stage_entries[stage] = entry
         outcome = StageOutcome(stage, ran=False, reason="up to date")
@@ -240,11 +240,6 @@ def _run_or_skip(context: _Context, stage: str) -> StageOutcome:
     outcome = StageOutcome(stage, ran=True, seconds=time.monotonic() - started)
     _log_stages([outcome])
     return outcome
-
-
-def _outputs_match_staged(context: _Context, entry: dict) -> bool:
-    """Like _outputs_match, but for the staging folder, where hard links share the recorded bytes."""
-    return context.previous is not None and _outputs_match(context, entry)
 
 
 def _stage_outputs(context: _Context, stage: str) -> list[Path]:
@@ -342,7 +337,7 @@ def _kept_files(context: _Context) -> set[str]:
     """Return the artifacts a new build may reuse: the recipe's source files and what the manifest lists.
 
     Files the manifest does not list (a stray file, a precision this build
-    does not make) are left out, so the new folder holds exactly what its
+    does not make) are left out, so the new folder contains exactly what its
     manifest will list.
     """
     layout = context.layout

@@ -59,16 +59,6 @@ def digest_of(document: object) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-@dataclass(frozen=True)
-class ArtifactRecord:
-    path: str
-    size: int
-    sha256: str
-
-    def as_dict(self) -> dict:
-        return {"path": self.path, "size": self.size, "sha256": self.sha256}
-
-
 class StatCache:
     """Hashes of files keyed by their stat identity, so unchanged files are not re-read."""
 
@@ -96,13 +86,6 @@ class StatCache:
         """Record the current identity of each (path, known sha256) pair and save the cache."""
         self.entries = {str(p.resolve()): {"identity": self._identity(p), "sha256": h} for p, h in files if p.exists()}
         write_json_atomic(self.path, self.entries)
-
-
-def record_artifacts(layout: Layout, paths: list[Path], *, hasher=None) -> list[ArtifactRecord]:
-    """Describe each file in PATHS by its path relative to the model folder, size and sha256."""
-    hash_file = hasher or (lambda p: file_digest(p, "sha256"))
-    records = [ArtifactRecord(layout.relative(p), p.stat().st_size, hash_file(p)) for p in paths]
-    return sorted(records, key=lambda r: r.path)
 
 
 def read_manifest(layout: Layout) -> dict | None:

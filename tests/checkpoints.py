@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import string
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 import yaml
 
 CONLL_LABELS = ("O", "B-MISC", "I-MISC", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC")
@@ -64,6 +64,7 @@ def build_vocab(size: int) -> list[str]:
 
 def write_checkpoint(folder: Path, spec: CheckpointSpec = TINY, *, labels: tuple[str, ...] = CONLL_LABELS, architecture: str = "BertForTokenClassification") -> Path:
     """Write config.json, vocab.txt and pytorch_model.bin of a random BERT model into FOLDER."""
+    import torch
     from transformers import BertConfig, BertForTokenClassification, BertModel
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -117,3 +118,23 @@ def write_recipe(path: Path, checkpoint: Path, *, name: str = "tiny-ner", repo: 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path
+
+
+def place_source(recipe_path: Path, checkpoint: Path, artifacts: Path, *, commit_hash: str = TINY_COMMIT):
+    """Copy CHECKPOINT into ARTIFACTS as `fetch` leaves it, with its source record; return the layout."""
+    from converter.layout import Layout
+    from converter.recipe import load_recipe
+
+    recipe = load_recipe(str(recipe_path))
+    layout = Layout.for_recipe(recipe, artifacts)
+    layout.source_dir.mkdir(parents=True)
+    for entry in recipe.source.files:
+        shutil.copyfile(checkpoint / entry.name, layout.source_dir / entry.name)
+    record = {
+        "repo": recipe.source.repo,
+        "revision": recipe.source.revision,
+        "commit_hash": commit_hash,
+        "files": [{"name": f.name, "size": f.size, f.hash_algorithm: f.hash_value} for f in recipe.source.files],
+    }
+    layout.source_record.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return layout

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-# Nothing in the tests may reach a real host: an endpoint that a test forgets
-# to set points at a closed loopback port, so the call fails at once.
+# Nothing in the tests may reach a real host: an endpoint that a test does not
+# set points at a closed loopback port, so the call fails at once.
 CLOSED_ENDPOINT = "http://127.0.0.1:9"
 os.environ["HF_ENDPOINT"] = CLOSED_ENDPOINT
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["HF_HUB_DISABLE_XET"] = "1"
 
 from converter.cli.app import main  # noqa: E402
-from tests.checkpoints import TINY, TINY_COMMIT, write_checkpoint, write_recipe  # noqa: E402
+from tests.checkpoints import TINY, place_source, write_checkpoint, write_recipe  # noqa: E402
 
 # The loopback Hub fixtures `hub_server` and `tiny_hub`.
 pytest_plugins = ["tests.hub_server"]
@@ -51,7 +51,12 @@ def run_cli(capsys):
             main([str(a) for a in args])
             code = 0
         except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+            if exit_.code is None:
+                code = 0
+            elif isinstance(exit_.code, int):
+                code = exit_.code
+            else:
+                code = 1
         captured = capsys.readouterr()
         return CliResult(code, captured.out, captured.err)
 
@@ -77,24 +82,8 @@ def tiny_source(tmp_path, tiny_checkpoint, tiny_recipe):
     Returns (recipe path, artifacts dir). Use it to test later stages without
     the loopback Hub.
     """
-    import json
-    import shutil
-
-    from converter.recipe import load_recipe
-
-    recipe = load_recipe(str(tiny_recipe))
     artifacts = tmp_path / "artifacts"
-    source = artifacts / recipe.name / "source"
-    source.mkdir(parents=True)
-    for entry in recipe.source.files:
-        shutil.copyfile(tiny_checkpoint / entry.name, source / entry.name)
-    record = {
-        "repo": recipe.source.repo,
-        "revision": recipe.source.revision,
-        "commit_hash": TINY_COMMIT,
-        "files": [{"name": f.name, "size": f.size, f.hash_algorithm: f.hash_value} for f in recipe.source.files],
-    }
-    (artifacts / recipe.name / "source.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    place_source(tiny_recipe, tiny_checkpoint, artifacts)
     return tiny_recipe, artifacts
 
 

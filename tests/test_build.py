@@ -17,8 +17,7 @@ import yaml
 
 from converter.layout import Layout
 from converter.manifest import read_manifest
-from converter.recipe import load_recipe
-from tests.checkpoints import TINY_COMMIT, write_recipe
+from tests.checkpoints import place_source, write_recipe
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IR_FILES = ("onnx/tiny-ner.onnx", "FP32/tiny-ner.xml", "FP32/tiny-ner.bin", "FP16/tiny-ner.xml", "FP16/tiny-ner.bin")
@@ -52,17 +51,7 @@ def built_once(tmp_path_factory, tiny_checkpoint) -> Path:
     """A folder with a tiny recipe and its artifacts, built once for the whole session."""
     base = tmp_path_factory.mktemp("built-once")
     recipe = write_recipe(base / "recipes" / "tiny-ner.yaml", tiny_checkpoint)
-    source = base / "artifacts" / "tiny-ner" / "source"
-    source.mkdir(parents=True)
-    for name in ("config.json", "vocab.txt", "pytorch_model.bin"):
-        shutil.copyfile(tiny_checkpoint / name, source / name)
-    record = {
-        "repo": "tests/tiny-ner",
-        "revision": "main",
-        "commit_hash": TINY_COMMIT,
-        "files": [{"name": f.name, "size": f.size, "sha384": f.sha384} for f in load_recipe(str(recipe)).source.files],
-    }
-    (source.parent / "source.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    place_source(recipe, tiny_checkpoint, base / "artifacts")
     completed = subprocess.run(
         [sys.executable, "-m", "converter", "build", str(recipe), "--artifacts-dir", str(base / "artifacts")],
         capture_output=True, text=True, check=False,

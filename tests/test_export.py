@@ -19,24 +19,7 @@ from converter.export import example_inputs, onnx_artifact_files, onnx_is_stale
 from converter.layout import Layout
 from converter.recipe import load_recipe
 from converter.runtime import onnx_session
-from tests.checkpoints import CONLL_LABELS, TINY, TINY_COMMIT, write_checkpoint, write_recipe
-
-
-def place_source(recipe_path: Path, checkpoint: Path, artifacts: Path) -> Layout:
-    """Copy CHECKPOINT into ARTIFACTS as `fetch` leaves it, with its source record."""
-    recipe = load_recipe(str(recipe_path))
-    layout = Layout.for_recipe(recipe, artifacts)
-    layout.source_dir.mkdir(parents=True)
-    for entry in recipe.source.files:
-        shutil.copyfile(checkpoint / entry.name, layout.source_dir / entry.name)
-    record = {
-        "repo": recipe.source.repo,
-        "revision": recipe.source.revision,
-        "commit_hash": TINY_COMMIT,
-        "files": [{"name": f.name, "size": f.size, f.hash_algorithm: f.hash_value} for f in recipe.source.files],
-    }
-    layout.source_record.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    return layout
+from tests.checkpoints import CONLL_LABELS, TINY, TINY_COMMIT, place_source, write_checkpoint, write_recipe
 
 
 def open_layout(recipe_path: Path, artifacts: Path):

@@ -22,7 +22,7 @@ from converter.parity_inputs import (
 from converter.parity_report import FAIL, PASS, check_metrics, measure, worst_position
 from converter.recipe import DEFAULT_TOLERANCES
 from converter.tokenization import WordPieceTokenizer
-from tests.checkpoints import CONLL_LABELS, FULL_SIZE, TINY, write_checkpoint, write_recipe
+from tests.checkpoints import CONLL_LABELS, FULL_SIZE, TINY, place_source, write_checkpoint, write_recipe
 
 LENGTH = 128
 
@@ -278,17 +278,13 @@ CLASSIFIER_SCALE = 50.0
 def _build_artifacts(folder: Path, checkpoint: Path, *, name: str) -> tuple[Path, Path]:
     """Place CHECKPOINT as the fetched source and export and convert it; return (recipe path, artifacts dir)."""
     from converter.conversion import convert_ir
-    from converter.layout import Layout
+    from converter.files import read_json
     from converter.recipe import load_recipe
 
     recipe_path = write_recipe(folder / f"{name}.yaml", checkpoint, name=name)
     recipe = load_recipe(str(recipe_path))
-    layout = Layout.for_recipe(recipe, folder / "artifacts")
-    layout.source_dir.mkdir(parents=True)
-    for entry in recipe.source.files:
-        shutil.copyfile(checkpoint / entry.name, layout.source_dir / entry.name)
-    record = {"repo": recipe.source.repo, "revision": recipe.source.revision, "commit_hash": "0" * 40}
-    convert_ir(recipe, layout, ("FP32", "FP16"), source_record=record)
+    layout = place_source(recipe_path, checkpoint, folder / "artifacts")
+    convert_ir(recipe, layout, ("FP32", "FP16"), source_record=read_json(layout.source_record))
     return recipe_path, folder / "artifacts"
 
 
