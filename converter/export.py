@@ -8,7 +8,7 @@ checkpoint (2-core CPU machine, /usr/bin/time -v) an export peaked near
 (`dynamo=False`) peaked at 2.2 GB and took 35 s.
 
 The dynamo exporter stores each node's Python stack trace, with absolute
-file paths, in the node's metadata; `_strip_metadata` removes it so that
+file paths, in the node's metadata. `_strip_metadata` removes it so that
 two exports in two folders write byte-identical files. With a padded
 example sentence it traces the attention-mask path that real inputs take.
 """

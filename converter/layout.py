@@ -1,4 +1,4 @@
-"""Where each artifact of a model lives under the artifacts folder.
+"""Paths of a model's artifacts under the artifacts folder.
 
     <dir>/<name>/source/              the recipe's files, verified
     <dir>/<name>/source.json          repo, requested revision, resolved commit hash

@@ -1,7 +1,7 @@
 """End to end on a checkpoint with the full bert-base-NER configuration (random weights).
 
 One `omz-like build` per session fetches the checkpoint from the loopback
-Hub, exports it, converts both precisions and checks parity; the tests
+Hub, exports it, converts both precisions and checks parity. The tests
 below read what it left.
 """
 

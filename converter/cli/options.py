@@ -86,4 +86,9 @@ def configure_logging(*, verbose: bool = False, quiet: bool = False) -> None:
     """Send the package's log records to stderr at the level the flags ask for."""
     if verbose and quiet:
         raise UsageError("--verbose and --quiet exclude each other", hint="Pass only one of them")
-    log_to_stderr(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    level = logging.INFO
+    if verbose:
+        level = logging.DEBUG
+    elif quiet:
+        level = logging.WARNING
+    log_to_stderr(level)
