@@ -21,12 +21,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from converter import manifest as manifest_io
 from converter.errors import ArtifactError, ParityError
 from converter.files import model_lock, read_json
 from converter.layout import Layout
+from converter.parity_inputs import FULL, QUICK
 from converter.recipe import Recipe
+
+if TYPE_CHECKING:
+    from converter.parity import Reference
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +69,30 @@ class _Context:
     versions: dict[str, str]
     revision: str | None = None
     offline: bool = False
+    parity_inputs: str = QUICK
     record: dict | None = None
     hashes: dict[str, str] = field(default_factory=dict)
     stage_entries: dict[str, dict] = field(default_factory=dict)
     parity_report: dict | None = None
+    # PyTorch's logits for the parity inputs, computed by this build's export stage.
+    reference: Reference | None = None
 
 
-def build(recipe: Recipe, artifacts_dir: Path, precisions: tuple[str, ...], *, force: bool = False, revision: str | None = None, offline: bool = False) -> BuildResult:
-    """Bring `<artifacts_dir>/<name>` up to date with RECIPE; raise ParityError when parity fails."""
+def build(
+    recipe: Recipe,
+    artifacts_dir: Path,
+    precisions: tuple[str, ...],
+    *,
+    force: bool = False,
+    revision: str | None = None,
+    offline: bool = False,
+    parity_inputs: str = QUICK,
+) -> BuildResult:
+    """Bring `<artifacts_dir>/<name>` up to date with RECIPE; raise ParityError when parity fails.
+
+    PARITY_INPUTS names the parity input set, "quick" or "full" (see
+    `converter.parity_inputs`). A passed full check also counts as a quick one.
+    """
     layout = Layout.for_recipe(recipe, artifacts_dir)
     if layout.root.exists() and not layout.root.is_dir():
         raise ArtifactError(layout.root, "exists and is not a folder", hint="Move the file away or choose another --artifacts-dir")
@@ -79,7 +100,7 @@ def build(recipe: Recipe, artifacts_dir: Path, precisions: tuple[str, ...], *, f
         _recover_interrupted_swap(layout)
         cache = manifest_io.StatCache(_stat_cache_path(layout))
         previous = None if force else manifest_io.read_manifest(layout)
-        context = _Context(recipe, layout, precisions, cache, previous, manifest_io.tool_versions(), revision, offline)
+        context = _Context(recipe, layout, precisions, cache, previous, manifest_io.tool_versions(), revision, offline, parity_inputs)
 
         if previous is not None and _plan_is_noop(context):
             result = BuildResult(layout, [StageOutcome(s, ran=False, reason="up to date") for s in STAGES], previous)
@@ -100,11 +121,20 @@ def _plan_is_noop(context: _Context) -> bool:
     for stage in STAGES:
         digest = _STAGE_DIGESTS[stage](context)
         entry = previous.get("stages", {}).get(stage)
-        if entry is None or entry.get("digest") != digest or not _outputs_match(context, entry):
+        if entry is None or entry.get("digest") != digest or not _covers(context, stage, entry) or not _outputs_match(context, entry):
             log.debug("%s is out of date", stage)
             return False
         context.stage_entries[stage] = entry
     return previous.get("parity_passed") is True
+
+
+def _covers(context: _Context, stage: str, entry: dict) -> bool:
+    """Return True unless STAGE is parity and ENTRY checked a smaller input set than this build asks for."""
+    if stage != "parity":
+        return True
+    # Manifests written before quick parity existed ran the full set.
+    checked = entry.get("inputs", FULL)
+    return checked == context.parity_inputs or checked == FULL
 
 
 def _outputs_match(context: _Context, entry: dict) -> bool:
@@ -221,7 +251,7 @@ def _run_or_skip(context: _Context, stage: str) -> StageOutcome:
         context.record = read_json(context.layout.source_record)
     digest = _STAGE_DIGESTS[stage](context)
     entry = (context.previous or {}).get("stages", {}).get(stage)
-    up_to_date = entry is not None and entry.get("digest") == digest and _outputs_match(context, entry)
+    up_to_date = entry is not None and entry.get("digest") == digest and _covers(context, stage, entry) and _outputs_match(context, entry)
     if up_to_date and (stage != "parity" or (context.previous or {}).get("parity_passed") is True):
         context.stage_entries[stage] = entry
         outcome = StageOutcome(stage, ran=False, reason="up to date")
@@ -237,6 +267,8 @@ def _run_or_skip(context: _Context, stage: str) -> StageOutcome:
     if stage == "fetch":
         context.record = read_json(context.layout.source_record)
     context.stage_entries[stage] = {"digest": digest, "outputs": sorted(context.layout.relative(p) for p in outputs)}
+    if stage == "parity":
+        context.stage_entries[stage]["inputs"] = context.parity_inputs
     outcome = StageOutcome(stage, ran=True, seconds=time.monotonic() - started)
     _log_stages([outcome])
     return outcome
@@ -260,10 +292,15 @@ def _run_fetch(context: _Context) -> None:
 
 
 def _run_export(context: _Context) -> None:
+    """Export, and keep PyTorch's logits for the parity inputs so that the parity stage needs no PyTorch process."""
     from converter.export import export_onnx
+    from converter.parity import Reference, stacked_inputs
+    from converter.parity_inputs import arrays_digest
 
     _remove_tree(context.layout.onnx_dir)
-    export_onnx(context.recipe, context.layout, source_record=context.record)
+    arrays = stacked_inputs(context.recipe, context.layout, context.parity_inputs)
+    result = export_onnx(context.recipe, context.layout, source_record=context.record, reference_inputs=arrays)
+    context.reference = Reference(arrays_digest(arrays), result.reference_logits)
 
 
 def _run_convert(context: _Context) -> None:
@@ -279,7 +316,9 @@ def _run_parity(context: _Context) -> None:
     from converter.isolation import run_isolated
     from converter.parity import run_parity
 
-    context.parity_report = run_isolated(run_parity, context.recipe, context.layout, context.precisions)
+    context.parity_report = run_isolated(
+        run_parity, context.recipe, context.layout, context.precisions, input_set=context.parity_inputs, reference=context.reference
+    )
 
 
 _RUNNERS: dict[str, Callable[[_Context], None]] = {
@@ -316,6 +355,7 @@ def _manifest_document(context: _Context) -> dict:
         "stages": context.stage_entries,
         "artifacts": artifacts,
         "parity": verdicts,
+        "parity_inputs": context.stage_entries.get("parity", {}).get("inputs", FULL),
         "parity_passed": bool(verdicts) and all(v == "PASS" for v in verdicts.values()),
     }
 

@@ -105,6 +105,24 @@ def load_token_classifier(recipe: Recipe, layout: Layout):
     return model
 
 
+def token_logits(model, stacked: dict) -> "np.ndarray":
+    """Run MODEL over the int64 arrays in STACKED (name -> [N, L]) and return float32 logits [N, L, C].
+
+    Rows go through in batches of 16, which costs fewer passes than single
+    rows and keeps the activations of bert-base near 100 MB.
+    """
+    import numpy as np
+    import torch
+
+    count = len(next(iter(stacked.values())))
+    logits = []
+    with torch.inference_mode():
+        for start in range(0, count, 16):
+            feed = {name: torch.from_numpy(array[start : start + 16]) for name, array in stacked.items()}
+            logits.append(model(**feed).logits.float().numpy().copy())
+    return np.concatenate(logits)
+
+
 def source_files(recipe: Recipe, layout: Layout) -> list[Path]:
     """Return the paths of the recipe's files in source/, the inputs of every later stage."""
     return [layout.source_dir / entry.name for entry in recipe.source.files]

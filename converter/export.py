@@ -23,11 +23,12 @@ import os
 import shutil
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from converter.checkpoint import check_checkpoint, load_token_classifier, source_files
+from converter.checkpoint import check_checkpoint, load_token_classifier, source_files, token_logits
 from converter.errors import ArtifactError, ExportError
 from converter.files import disk_full_as_error, read_json
 from converter.isolation import run_isolated
@@ -78,11 +79,28 @@ def example_inputs(recipe: Recipe, layout: Layout, text: str = EXAMPLE_SENTENCE)
     return {spec.name: packed[spec.name].astype(spec.dtype) for spec in recipe.inputs}
 
 
-def export_onnx(recipe: Recipe, layout: Layout, *, source_record: dict, dry_run: bool = False) -> Path:
+@dataclass(frozen=True)
+class ExportResult:
+    """Where the ONNX model went, and PyTorch's logits for the caller's reference inputs, if it gave any."""
+
+    path: Path
+    reference_logits: np.ndarray | None = None
+
+
+def export_onnx(
+    recipe: Recipe,
+    layout: Layout,
+    *,
+    source_record: dict,
+    dry_run: bool = False,
+    reference_inputs: dict[str, np.ndarray] | None = None,
+) -> ExportResult:
     """Export the checkpoint to `layout.onnx_path`, check it and compare it with PyTorch.
 
-    Returns the ONNX path. With DRY_RUN, only logs the step. The files appear
-    under their final names only after every check has passed.
+    With DRY_RUN, only logs the step. The files appear under their final
+    names only after every check has passed. REFERENCE_INPUTS (name -> int64
+    [N, L]) also run through the loaded PyTorch model, so that a build's
+    parity check needs no second PyTorch process.
     """
     _check_input_names(recipe)
     target = layout.onnx_path
@@ -92,7 +110,7 @@ def export_onnx(recipe: Recipe, layout: Layout, *, source_record: dict, dry_run:
         layout.source_dir, origin, recipe.opset, ",".join(s.name for s in recipe.inputs), target,
     )
     if dry_run:
-        return target
+        return ExportResult(target)
 
     check_checkpoint(recipe, layout)
     inputs = example_inputs(recipe, layout)
@@ -101,13 +119,13 @@ def export_onnx(recipe: Recipe, layout: Layout, *, source_record: dict, dry_run:
     try:
         staged = staging / target.name
         with disk_full_as_error(target):
-            expected = run_isolated(_export_and_run_torch, recipe, layout, inputs, staged)
+            expected, reference_logits = run_isolated(_export_and_run_torch, recipe, layout, inputs, staged, reference_inputs)
         _check_onnx(recipe, staged, inputs, expected)
         _move_into_place(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log.info("export: wrote %s", target)
-    return target
+    return ExportResult(target, reference_logits)
 
 
 def _check_input_names(recipe: Recipe) -> None:
@@ -120,11 +138,14 @@ def _check_input_names(recipe: Recipe) -> None:
         )
 
 
-def _export_and_run_torch(recipe: Recipe, layout: Layout, inputs: dict[str, np.ndarray], path: Path) -> np.ndarray:
-    """Write the ONNX model to PATH and return PyTorch's logits for INPUTS."""
+def _export_and_run_torch(
+    recipe: Recipe, layout: Layout, inputs: dict[str, np.ndarray], path: Path, reference_inputs: dict[str, np.ndarray] | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Write the ONNX model to PATH; return PyTorch's logits for INPUTS and for REFERENCE_INPUTS (None without them)."""
     import torch
 
     model = load_token_classifier(recipe, layout)
+    reference_logits = None if reference_inputs is None else token_logits(model, reference_inputs)
     names = tuple(spec.name for spec in recipe.inputs)
     wrapper = _named_inputs_module(model, names)
     arguments = tuple(torch.from_numpy(inputs[name]) for name in names)
@@ -148,7 +169,7 @@ def _export_and_run_torch(recipe: Recipe, layout: Layout, inputs: dict[str, np.n
     # Free the PyTorch weights (the program references them) before the caller loads ONNX Runtime.
     del program, wrapper, model
     gc.collect()
-    return expected
+    return expected, reference_logits
 
 
 def _strip_metadata(model) -> None:

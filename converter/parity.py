@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from converter.checkpoint import checkpoint_labels, load_token_classifier
+from converter.checkpoint import checkpoint_labels, load_token_classifier, token_logits
 from converter.errors import ArtifactError, UsageError
 from converter.files import write_json_atomic
 from converter.isolation import run_isolated
 from converter.layout import Layout
 from converter.manifest import tool_versions
-from converter.parity_inputs import ParityInput, build_inputs, inputs_digest, save_inputs as write_inputs
+from converter.parity_inputs import FULL, ParityInput, build_inputs, inputs_digest, save_inputs as write_inputs, stack_inputs
 from converter.parity_report import (
     PASS,
     FAIL,
@@ -35,12 +35,20 @@ from converter.parity_report import (
 )
 from converter.recipe import Recipe
 from converter.runtime import compile_ir, onnx_session
-from converter.tokenization import MODEL_INPUTS, WordPieceTokenizer
+from converter.tokenization import WordPieceTokenizer
 
 log = logging.getLogger(__name__)
 
 RUNTIME_PRECISIONS = ("f32", "default")
 REPORT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Reference:
+    """PyTorch logits that were computed elsewhere (a build's export stage) for the inputs whose digest is INPUTS_SHA256."""
+
+    inputs_sha256: str
+    logits: np.ndarray
 
 
 @dataclass
@@ -59,14 +67,25 @@ def run_parity(
     runtime_precision: str = "f32",
     extra_texts: list[str] = (),
     save_inputs: Path | None = None,
+    input_set: str = FULL,
+    reference: Reference | None = None,
 ) -> dict:
     """Compare ONNX and each IR precision with PyTorch, write parity.json and return the report.
 
-    A failed comparison does not raise, so call `verdict(report)` for the
+    INPUT_SET is "full" or "quick" (see `converter.parity_inputs`). A
+    REFERENCE whose digest matches the inputs replaces the PyTorch run. A
+    failed comparison does not raise, so call `verdict(report)` for the
     outcome. A missing artifact raises ArtifactError.
     """
     return measure_parity(
-        recipe, layout, precisions, runtime_precision=runtime_precision, extra_texts=extra_texts, save_inputs=save_inputs
+        recipe,
+        layout,
+        precisions,
+        runtime_precision=runtime_precision,
+        extra_texts=extra_texts,
+        save_inputs=save_inputs,
+        input_set=input_set,
+        reference=reference,
     ).report
 
 
@@ -88,6 +107,8 @@ def measure_parity(
     runtime_precision: str = "f32",
     extra_texts: list[str] = (),
     save_inputs: Path | None = None,
+    input_set: str = FULL,
+    reference: Reference | None = None,
 ) -> ParityResult:
     """Run `run_parity` and also return the absolute differences, which `--plot` draws."""
     if runtime_precision not in RUNTIME_PRECISIONS:
@@ -95,12 +116,17 @@ def measure_parity(
     require_artifacts(recipe, layout, precisions)
 
     tokenizer = WordPieceTokenizer(layout.source_dir / "vocab.txt", lower_case=recipe.lower_case)
-    inputs = build_inputs(tokenizer, recipe.sequence_length, extra_texts=list(extra_texts))
+    inputs = build_inputs(tokenizer, recipe.sequence_length, extra_texts=list(extra_texts), input_set=input_set)
     if save_inputs is not None:
         write_inputs(Path(save_inputs), inputs)
         log.info("parity: wrote the %d input windows to %s", len(inputs), save_inputs)
 
-    reference = run_pytorch(recipe, layout, inputs)
+    digest = inputs_digest(inputs)
+    if reference is not None and reference.inputs_sha256 == digest:
+        log.info("parity: PyTorch logits for the %d inputs come from the export stage", len(inputs))
+        torch_logits = reference.logits
+    else:
+        torch_logits = run_pytorch(recipe, layout, inputs)
     labels = recipe.labels or checkpoint_labels(layout)
     mask = np.concatenate([item.tensors["attention_mask"] for item in inputs])
     entity_mask = _entity_mask(inputs, tokenizer)
@@ -108,9 +134,9 @@ def measure_parity(
     backends, differences = {}, {}
     for key, outputs, details in _run_backends(recipe, layout, precisions, inputs, runtime_precision=runtime_precision):
         tolerance = recipe.tolerances[key]
-        metrics = measure(reference, outputs, mask, labels=labels, entity_mask=entity_mask)
+        metrics = measure(torch_logits, outputs, mask, labels=labels, entity_mask=entity_mask)
         checks = check_metrics(metrics, tolerance)
-        worst = worst_position(reference, outputs, mask)
+        worst = worst_position(torch_logits, outputs, mask)
         backends[key] = {
             **details,
             "metrics": {name: json_number(value) for name, value in metrics.items()},
@@ -118,14 +144,20 @@ def measure_parity(
             "limits": limits(tolerance),
             "checks": checks,
             "passed": all(v == PASS for v in checks.values()),
-            "worst_token": _worst_token(worst, inputs, reference, outputs, labels),
+            "worst_token": _worst_token(worst, inputs, torch_logits, outputs, labels),
         }
-        differences[key] = absolute_differences(reference, outputs, mask)
+        differences[key] = absolute_differences(torch_logits, outputs, mask)
         log.info("parity: %s %s (max_abs %s)", key, PASS if backends[key]["passed"] else FAIL, metrics["max_abs"])
 
-    report = _report(recipe, inputs, backends, runtime_precision=runtime_precision)
+    report = _report(recipe, inputs, backends, runtime_precision=runtime_precision, input_set=input_set)
     write_json_atomic(layout.parity_report, report)
     return ParityResult(report=report, differences=differences)
+
+
+def stacked_inputs(recipe: Recipe, layout: Layout, input_set: str = FULL) -> dict[str, np.ndarray]:
+    """Return the inputs of INPUT_SET as int64 arrays [N, L], for a caller that runs PyTorch on them itself."""
+    tokenizer = WordPieceTokenizer(layout.source_dir / "vocab.txt", lower_case=recipe.lower_case)
+    return stack_inputs(build_inputs(tokenizer, recipe.sequence_length, input_set=input_set))
 
 
 def require_artifacts(recipe: Recipe, layout: Layout, precisions: tuple[str, ...]) -> None:
@@ -151,22 +183,11 @@ def run_pytorch(recipe: Recipe, layout: Layout, inputs: list[ParityInput]) -> np
     OpenVINO load their own copies of the weights.
     """
     log.info("parity: PyTorch on %d inputs", len(inputs))
-    stacked = {name: np.concatenate([item.tensors[name] for item in inputs]).astype(np.int64) for name in MODEL_INPUTS}
-    return run_isolated(_pytorch_logits, recipe, layout, stacked)
+    return run_isolated(_pytorch_logits, recipe, layout, stack_inputs(inputs))
 
 
 def _pytorch_logits(recipe: Recipe, layout: Layout, stacked: dict[str, np.ndarray]) -> np.ndarray:
-    import torch
-
-    model = load_token_classifier(recipe, layout)
-    count = len(stacked["input_ids"])
-    logits = []
-    with torch.inference_mode():
-        # Batches of 16 rows cost fewer passes than single rows and keep activations near 100 MB.
-        for start in range(0, count, 16):
-            feed = {name: torch.from_numpy(array[start : start + 16]) for name, array in stacked.items()}
-            logits.append(model(**feed).logits.float().numpy().copy())
-    return np.concatenate(logits)
+    return token_logits(load_token_classifier(recipe, layout), stacked)
 
 
 def _run_backends(recipe: Recipe, layout: Layout, precisions: tuple[str, ...], inputs: list[ParityInput], *, runtime_precision: str):
@@ -222,7 +243,7 @@ def _worst_token(worst, inputs: list[ParityInput], reference: np.ndarray, output
     }
 
 
-def _report(recipe: Recipe, inputs: list[ParityInput], backends: dict, *, runtime_precision: str) -> dict:
+def _report(recipe: Recipe, inputs: list[ParityInput], backends: dict, *, runtime_precision: str, input_set: str) -> dict:
     kinds = [item.kind for item in inputs]
     return {
         "format": REPORT_FORMAT,
@@ -231,6 +252,7 @@ def _report(recipe: Recipe, inputs: list[ParityInput], backends: dict, *, runtim
         "reference": "PyTorch fp32",
         "runtime_precision": runtime_precision,
         "inputs": {
+            "set": input_set,
             "count": len(inputs),
             "corpus": kinds.count("corpus"),
             "user": kinds.count("user"),

@@ -17,6 +17,7 @@ import yaml
 
 from converter.layout import Layout
 from converter.manifest import read_manifest
+from converter.parity_inputs import QUICK_CORPUS_SENTENCES, corpus_sentences
 from tests.checkpoints import place_source, write_recipe
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -152,6 +153,45 @@ def test_force_reruns_every_stage(built, run_cli):
 
     assert result.exit_code == 0, result.stderr
     assert stage_runs(result) == {"fetch": True, "export": True, "convert": True, "parity": True}
+
+
+def test_build_checks_the_quick_parity_set(built):
+    _, _, layout = built
+    report = json.loads(layout.parity_report.read_text())
+
+    assert read_manifest(layout)["parity_inputs"] == "quick"
+    assert report["inputs"]["set"] == "quick"
+    assert report["inputs"]["count"] == QUICK_CORPUS_SENTENCES + 4
+
+
+def test_build_parity_reuses_the_export_stage_logits(built):
+    recipe, artifacts, _ = built
+    completed = subprocess.run(
+        [sys.executable, "-m", "converter", "build", str(recipe), "--artifacts-dir", str(artifacts), "--force"],
+        capture_output=True, text=True, check=False,
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    assert "PyTorch logits for the 8 inputs come from the export stage" in completed.stderr
+    assert "parity: PyTorch on" not in completed.stderr
+
+
+def test_full_parity_reruns_parity_alone_and_covers_quick(built, run_cli):
+    recipe, artifacts, layout = built
+    full = subprocess.run(
+        [sys.executable, "-m", "converter", "build", str(recipe), "--artifacts-dir", str(artifacts), "--json", "--full-parity"],
+        capture_output=True, text=True, check=False,
+    )
+    report = json.loads(layout.parity_report.read_text())
+    quick_again = run_cli("build", recipe, "--artifacts-dir", artifacts, "--json")
+
+    assert full.returncode == 0, full.stderr
+    assert stage_runs(full) == {"fetch": False, "export": False, "convert": False, "parity": True}
+    # Export did not run, so parity ran PyTorch itself.
+    assert f"parity: PyTorch on {len(corpus_sentences()) + 4} inputs" in full.stderr
+    assert report["inputs"]["set"] == "full"
+    assert read_manifest(layout)["parity_inputs"] == "full"
+    assert stage_runs(quick_again) == {"fetch": False, "export": False, "convert": False, "parity": False}
 
 
 def test_verify_names_flipped_byte(built, run_cli):

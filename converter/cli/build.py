@@ -21,6 +21,7 @@ from converter.cli.options import (
     parse_precisions,
 )
 from converter.manifest import pinned_versions, tool_versions, version_drift
+from converter.parity_inputs import FULL, QUICK
 from converter.recipe import load_recipe
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,13 @@ def build(
     force: Annotated[bool, typer.Option("--force", help="Rerun every stage, even those that are up to date.")] = False,
     revision: Annotated[str | None, typer.Option(help="Fetch this branch, tag or commit instead of the recipe's revision.")] = None,
     offline: Annotated[bool, typer.Option("--offline", help="Fetch only from the Hugging Face cache.")] = False,
+    full_parity: Annotated[
+        bool,
+        typer.Option(
+            "--full-parity",
+            help="Check parity on the whole shipped corpus (67 inputs) instead of the quick set (8 inputs); about 8 times slower.",
+        ),
+    ] = False,
     as_json: Json = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
@@ -44,7 +52,8 @@ def build(
     for line in version_drift(tool_versions(), pinned_versions()):
         log.warning("warning: %s differs from constraints.txt; artifacts may not be byte-identical to a pinned build", line)
 
-    result = run_build(recipe, artifacts_dir, precisions, force=force, revision=revision, offline=offline)
+    parity_inputs = FULL if full_parity else QUICK
+    result = run_build(recipe, artifacts_dir, precisions, force=force, revision=revision, offline=offline, parity_inputs=parity_inputs)
 
     if as_json:
         stages = [{"stage": s.name, "ran": s.ran, "seconds": round(s.seconds, 3)} for s in result.stages]
