@@ -91,7 +91,9 @@ def build(
     """Bring `<artifacts_dir>/<name>` up to date with RECIPE; raise ParityError when parity fails.
 
     PARITY_INPUTS names the parity input set, "quick" or "full" (see
-    `converter.parity_inputs`). A passed full check also counts as a quick one.
+    `converter.parity_inputs`). A passed full check also counts as a quick
+    one. When the quick set fails, the full set runs and gives the verdict,
+    so a build never fails a model that the full check passes.
     """
     layout = Layout.for_recipe(recipe, artifacts_dir)
     if layout.root.exists() and not layout.root.is_dir():
@@ -103,6 +105,8 @@ def build(
         context = _Context(recipe, layout, precisions, cache, previous, manifest_io.tool_versions(), revision, offline, parity_inputs)
 
         if previous is not None and _plan_is_noop(context):
+            # Manifests written before input sets existed lack the key; their report says.
+            previous.setdefault("parity_inputs", _checked_input_set(read_json(layout.parity_report)))
             result = BuildResult(layout, [StageOutcome(s, ran=False, reason="up to date") for s in STAGES], previous)
             _log_stages(result.stages)
             return result
@@ -121,20 +125,26 @@ def _plan_is_noop(context: _Context) -> bool:
     for stage in STAGES:
         digest = _STAGE_DIGESTS[stage](context)
         entry = previous.get("stages", {}).get(stage)
-        if entry is None or entry.get("digest") != digest or not _covers(context, stage, entry) or not _outputs_match(context, entry):
+        if entry is None or entry.get("digest") != digest or not _outputs_match(context, entry) or not _covers(context, stage):
             log.debug("%s is out of date", stage)
             return False
         context.stage_entries[stage] = entry
     return previous.get("parity_passed") is True
 
 
-def _covers(context: _Context, stage: str, entry: dict) -> bool:
-    """Return True unless STAGE is parity and ENTRY checked a smaller input set than this build asks for."""
+def _covers(context: _Context, stage: str) -> bool:
+    """Return True unless STAGE is parity and its report, already checked against the manifest, covers fewer inputs than asked."""
     if stage != "parity":
         return True
-    # Manifests written before quick parity existed ran the full set.
-    checked = entry.get("inputs", FULL)
-    return checked == context.parity_inputs or checked == FULL
+    checked = _checked_input_set(read_json(context.layout.parity_report))
+    return checked == FULL or checked == context.parity_inputs
+
+
+def _checked_input_set(report: dict | None) -> str | None:
+    """Return the input set a parity report covers; reports written before input sets existed covered the full set."""
+    if not isinstance(report, dict) or not isinstance(report.get("inputs"), dict):
+        return None
+    return report["inputs"].get("set", FULL)
 
 
 def _outputs_match(context: _Context, entry: dict) -> bool:
@@ -251,7 +261,7 @@ def _run_or_skip(context: _Context, stage: str) -> StageOutcome:
         context.record = read_json(context.layout.source_record)
     digest = _STAGE_DIGESTS[stage](context)
     entry = (context.previous or {}).get("stages", {}).get(stage)
-    up_to_date = entry is not None and entry.get("digest") == digest and _covers(context, stage, entry) and _outputs_match(context, entry)
+    up_to_date = entry is not None and entry.get("digest") == digest and _outputs_match(context, entry) and _covers(context, stage)
     if up_to_date and (stage != "parity" or (context.previous or {}).get("parity_passed") is True):
         context.stage_entries[stage] = entry
         outcome = StageOutcome(stage, ran=False, reason="up to date")
@@ -267,8 +277,6 @@ def _run_or_skip(context: _Context, stage: str) -> StageOutcome:
     if stage == "fetch":
         context.record = read_json(context.layout.source_record)
     context.stage_entries[stage] = {"digest": digest, "outputs": sorted(context.layout.relative(p) for p in outputs)}
-    if stage == "parity":
-        context.stage_entries[stage]["inputs"] = context.parity_inputs
     outcome = StageOutcome(stage, ran=True, seconds=time.monotonic() - started)
     _log_stages([outcome])
     return outcome
@@ -313,12 +321,17 @@ def _run_convert(context: _Context) -> None:
 
 
 def _run_parity(context: _Context) -> None:
+    """Check the requested input set; when the quick set fails, check the full set, whose verdict stands."""
     from converter.isolation import run_isolated
-    from converter.parity import run_parity
+    from converter.parity import backend_verdicts, run_parity, verdict
 
-    context.parity_report = run_isolated(
-        run_parity, context.recipe, context.layout, context.precisions, input_set=context.parity_inputs, reference=context.reference
-    )
+    recipe, layout, precisions = context.recipe, context.layout, context.precisions
+    report = run_isolated(run_parity, recipe, layout, precisions, input_set=context.parity_inputs, reference=context.reference)
+    if context.parity_inputs == QUICK and not verdict(report):
+        failed = ", ".join(key for key, value in backend_verdicts(report).items() if value != "PASS")
+        log.warning("parity: %s failed on the quick set; checking the full set, whose verdict stands", failed)
+        report = run_isolated(run_parity, recipe, layout, precisions, input_set=FULL)
+    context.parity_report = report
 
 
 _RUNNERS: dict[str, Callable[[_Context], None]] = {
@@ -355,7 +368,7 @@ def _manifest_document(context: _Context) -> dict:
         "stages": context.stage_entries,
         "artifacts": artifacts,
         "parity": verdicts,
-        "parity_inputs": context.stage_entries.get("parity", {}).get("inputs", FULL),
+        "parity_inputs": _checked_input_set(context.parity_report or read_json(layout.parity_report)),
         "parity_passed": bool(verdicts) and all(v == "PASS" for v in verdicts.values()),
     }
 

@@ -4,7 +4,8 @@
     <dir>/<name>/source.json          repo, requested revision, resolved commit hash
     <dir>/<name>/onnx/<name>.onnx     fixed-shape ONNX (plus its external data, if any)
     <dir>/<name>/<PRECISION>/<name>.xml and .bin   OpenVINO IR
-    <dir>/<name>/parity.json          the last parity report
+    <dir>/<name>/parity.json          the parity report of the last build, listed in the manifest
+    <dir>/<name>/parity-check.json    the report of the last `omz-like parity`, not listed
     <dir>/<name>/manifest.json        what was built from what
 """
 
@@ -53,6 +54,11 @@ class Layout:
     @property
     def parity_report(self) -> Path:
         return self.root / "parity.json"
+
+    @property
+    def parity_check_report(self) -> Path:
+        """Where `omz-like parity` writes its report, so that it never changes a file the manifest lists."""
+        return self.root / "parity-check.json"
 
     @property
     def manifest(self) -> Path:

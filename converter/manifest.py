@@ -129,7 +129,8 @@ def verify_artifacts(layout: Layout, manifest: dict) -> VerifyResult:
             changed.append({"path": relative, "expected_sha256": entry["sha256"], "actual_sha256": digest, "expected_size": entry["size"], "actual_size": size})
 
     present = {p.relative_to(layout.root).as_posix() for p in layout.root.rglob("*") if p.is_file()}
-    extra = sorted(present - set(listed) - {layout.relative(layout.manifest)})
+    unlisted = {layout.relative(layout.manifest), layout.relative(layout.parity_check_report)}
+    extra = sorted(present - set(listed) - unlisted)
     return VerifyResult(missing=missing, changed=changed, extra=extra, checked=len(listed))
 
 

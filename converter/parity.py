@@ -5,7 +5,8 @@ Runtime and OpenVINO load, so that two copies of the weights never sit in
 memory together. OpenVINO runs with its inference precision pinned to f32
 by default, so the check measures the conversion and not the runtime's bf16
 default. Every backend is compared before the verdict, so one report shows
-all failures. The report goes to `layout.parity_report`.
+all failures. A build's report goes to `layout.parity_report`; the
+`parity` command passes `layout.parity_check_report` instead.
 """
 
 from __future__ import annotations
@@ -69,12 +70,14 @@ def run_parity(
     save_inputs: Path | None = None,
     input_set: str = FULL,
     reference: Reference | None = None,
+    report_path: Path | None = None,
 ) -> dict:
     """Compare ONNX and each IR precision with PyTorch, write parity.json and return the report.
 
     INPUT_SET is "full" or "quick" (see `converter.parity_inputs`). A
-    REFERENCE whose digest matches the inputs replaces the PyTorch run. A
-    failed comparison does not raise, so call `verdict(report)` for the
+    REFERENCE whose digest matches the inputs replaces the PyTorch run. The
+    report goes to REPORT_PATH (default `layout.parity_report`). A failed
+    comparison does not raise, so call `verdict(report)` for the
     outcome. A missing artifact raises ArtifactError.
     """
     return measure_parity(
@@ -86,6 +89,7 @@ def run_parity(
         save_inputs=save_inputs,
         input_set=input_set,
         reference=reference,
+        report_path=report_path,
     ).report
 
 
@@ -109,6 +113,7 @@ def measure_parity(
     save_inputs: Path | None = None,
     input_set: str = FULL,
     reference: Reference | None = None,
+    report_path: Path | None = None,
 ) -> ParityResult:
     """Run `run_parity` and also return the absolute differences, which `--plot` draws."""
     if runtime_precision not in RUNTIME_PRECISIONS:
@@ -147,10 +152,10 @@ def measure_parity(
             "worst_token": _worst_token(worst, inputs, torch_logits, outputs, labels),
         }
         differences[key] = absolute_differences(torch_logits, outputs, mask)
-        log.info("parity: %s %s (max_abs %s)", key, PASS if backends[key]["passed"] else FAIL, metrics["max_abs"])
+        _log_verdict(key, backends[key])
 
     report = _report(recipe, inputs, backends, runtime_precision=runtime_precision, input_set=input_set)
-    write_json_atomic(layout.parity_report, report)
+    write_json_atomic(report_path or layout.parity_report, report)
     return ParityResult(report=report, differences=differences)
 
 
@@ -213,6 +218,20 @@ def _run_backends(recipe: Recipe, layout: Layout, precisions: tuple[str, ...], i
         }
         del compiled
         yield precision, logits, details
+
+
+def _log_verdict(key: str, backend: dict) -> None:
+    """Log PASS with max_abs, or FAIL with each failed metric and its limit."""
+    metrics = backend["metrics"]
+    if backend["passed"]:
+        log.info("parity: %s %s (max_abs %.3g)", key, PASS, metrics["max_abs"])
+        return
+    failed = []
+    for name, check in backend["checks"].items():
+        if check != PASS:
+            value = "not finite" if metrics[name] is None else f"{metrics[name]:.6g}"
+            failed.append(f"{name} {value} (limit {backend['limits'][name]})")
+    log.info("parity: %s %s: %s", key, FAIL, ", ".join(failed))
 
 
 def _feed(recipe: Recipe, item: ParityInput) -> dict[str, np.ndarray]:

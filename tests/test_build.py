@@ -276,6 +276,44 @@ def test_failed_parity_keeps_previous_artifacts(built, run_cli):
     assert read_manifest(layout)["parity_passed"] is True
 
 
+def test_quick_parity_failure_falls_back_to_the_full_set(built, run_cli):
+    """The quick set's mean can exceed the full set's; the full set's verdict then stands."""
+    recipe, artifacts, layout = built
+    quick_mean = json.loads(layout.parity_report.read_text())["backends"]["FP16"]["metrics"]["mean_abs"]
+    assert run_cli("parity", recipe, "--artifacts-dir", artifacts, "-p", "FP16").exit_code == 0
+    full_mean = json.loads(layout.parity_check_report.read_text())["backends"]["FP16"]["metrics"]["mean_abs"]
+    assert quick_mean > full_mean, "this checkpoint no longer shows a larger quick mean; pick another limit"
+    document = yaml.safe_load(recipe.read_text())
+    document["parity"] = {"FP16": {"mean_abs": (quick_mean + full_mean) / 2}}
+    recipe.write_text(yaml.safe_dump(document, sort_keys=False))
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "converter", "build", str(recipe), "--artifacts-dir", str(artifacts), "--json"],
+        capture_output=True, text=True, check=False,
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    assert "parity: FP16 FAIL: mean_abs" in completed.stderr
+    assert "FP16 failed on the quick set; checking the full set, whose verdict stands" in completed.stderr
+    assert json.loads(completed.stdout)["parity_inputs"] == "full"
+    assert json.loads(layout.parity_report.read_text())["inputs"]["set"] == "full"
+
+
+def test_parity_command_leaves_the_build_verified(built, run_cli):
+    recipe, artifacts, layout = built
+    built_report = layout.parity_report.read_bytes()
+
+    checked = run_cli("parity", recipe, "--artifacts-dir", artifacts)
+    verified = run_cli("verify", recipe, "--artifacts-dir", artifacts)
+    rebuilt = run_cli("build", recipe, "--artifacts-dir", artifacts, "--json")
+
+    assert checked.exit_code == 0, checked.stderr
+    assert json.loads(layout.parity_check_report.read_text())["inputs"]["set"] == "full"
+    assert layout.parity_report.read_bytes() == built_report
+    assert verified.exit_code == 0, verified.stdout
+    assert stage_runs(rebuilt) == {"fetch": False, "export": False, "convert": False, "parity": False}
+
+
 def test_killed_build_then_good_build(tiny_source, run_cli):
     recipe, artifacts = tiny_source
     staging_ir = artifacts / ".tiny-ner.build" / "onnx"

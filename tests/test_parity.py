@@ -310,7 +310,7 @@ def tiny_build(built_tiny, tmp_path) -> tuple[Path, Path]:
 
 
 def _report(artifacts: Path, name: str = "tiny-ner") -> dict:
-    return json.loads((artifacts / name / "parity.json").read_text(encoding="utf-8"))
+    return json.loads((artifacts / name / "parity-check.json").read_text(encoding="utf-8"))
 
 
 def _scale_constant(xml_path: Path, shape: str, factor: float) -> None:
@@ -345,7 +345,7 @@ def test_report_has_no_paths_or_times(run_cli, tiny_build):
     recipe_path, artifacts = tiny_build
 
     run_cli("parity", recipe_path, "--artifacts-dir", artifacts, "-p", "FP32")
-    text = (artifacts / "tiny-ner" / "parity.json").read_text(encoding="utf-8")
+    text = (artifacts / "tiny-ner" / "parity-check.json").read_text(encoding="utf-8")
     report = json.loads(text)
 
     assert str(artifacts.parent) not in text
@@ -466,7 +466,7 @@ def test_missing_artifact_points_to_command(run_cli, tiny_build, missing, proble
     assert result.exit_code == 1
     assert result.stderr.startswith(f"error: {artifacts / 'tiny-ner' / missing}: {problem}. Run `{command} ")
     assert result.stderr.count("\n") == 1
-    assert not (artifacts / "tiny-ner" / "parity.json").exists()
+    assert not (artifacts / "tiny-ner" / "parity-check.json").exists()
 
 
 def test_runtime_default_precision_is_reported(run_cli, tiny_build):

@@ -38,7 +38,7 @@ def build(
         bool,
         typer.Option(
             "--full-parity",
-            help="Check parity on the whole shipped corpus (67 inputs) instead of the quick set (8 inputs); about 8 times slower.",
+            help="Check parity on all 67 inputs (63 corpus sentences, 4 edge inputs) instead of the quick 8; on bert-base this adds about a minute on 2 cores.",
         ),
     ] = False,
     as_json: Json = False,
@@ -57,7 +57,8 @@ def build(
 
     if as_json:
         stages = [{"stage": s.name, "ran": s.ran, "seconds": round(s.seconds, 3)} for s in result.stages]
-        typer.echo(json.dumps({"model": recipe.name, "path": str(result.layout.root), "stages": stages}, indent=2))
+        document = {"model": recipe.name, "path": str(result.layout.root), "stages": stages, "parity_inputs": result.manifest.get("parity_inputs")}
+        typer.echo(json.dumps(document, indent=2))
         return
     state = "up to date" if result.up_to_date else "built"
     typer.echo(f"{recipe.name}: {state} in {result.layout.root} (manifest: {result.layout.manifest})")

@@ -68,6 +68,7 @@ def parity(
         runtime_precision=runtime_precision.value,
         extra_texts=extra_texts,
         save_inputs=save_inputs,
+        report_path=layout.parity_check_report,
     )
     report = result.report
 
@@ -82,7 +83,7 @@ def parity(
     if plot is not None:
         write_plot(plot, result.differences, title=f"{recipe.name}: logits against PyTorch")
     if not verdict(report):
-        raise ParityError(describe_failure(report), hint=f"See {layout.parity_report} for every metric")
+        raise ParityError(describe_failure(report), hint=f"See {layout.parity_check_report} for every metric")
 
 
 def _check_plot_target(plot: Path) -> None:
