@@ -105,7 +105,7 @@ def build(
         context = _Context(recipe, layout, precisions, cache, previous, manifest_io.tool_versions(), revision, offline, parity_inputs)
 
         if previous is not None and _plan_is_noop(context):
-            # Manifests written before input sets existed lack the key; their report says.
+            # Manifests written before input sets existed lack the key, so it comes from the parity report.
             previous.setdefault("parity_inputs", _checked_input_set(read_json(layout.parity_report)))
             result = BuildResult(layout, [StageOutcome(s, ran=False, reason="up to date") for s in STAGES], previous)
             _log_stages(result.stages)

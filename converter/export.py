@@ -81,7 +81,7 @@ def example_inputs(recipe: Recipe, layout: Layout, text: str = EXAMPLE_SENTENCE)
 
 @dataclass(frozen=True)
 class ExportResult:
-    """Where the ONNX model went, and PyTorch's logits for the caller's reference inputs, if it gave any."""
+    """The exported ONNX path, and PyTorch's logits for the caller's reference inputs (None without them)."""
 
     path: Path
     reference_logits: np.ndarray | None = None

@@ -57,7 +57,7 @@ class Layout:
 
     @property
     def parity_check_report(self) -> Path:
-        """Where `omz-like parity` writes its report, so that it never changes a file the manifest lists."""
+        """Path of the `omz-like parity` report, kept apart so that the command never changes a file the manifest lists."""
         return self.root / "parity-check.json"
 
     @property
