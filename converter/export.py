@@ -165,6 +165,9 @@ def _export_and_run_torch(
             )
     _strip_metadata(program.model)
     program.save(str(path), external_data=True)
+    # The check runs in this child because torch.onnx has already imported onnx here,
+    # so the parent never needs to import it.
+    _run_checker(path)
 
     # Free the PyTorch weights (the program references them) before the caller loads ONNX Runtime.
     del program, wrapper, model
@@ -202,17 +205,20 @@ def _named_inputs_module(model, names: tuple[str, ...]):
     return NamedInputs()
 
 
-def _check_onnx(recipe: Recipe, path: Path, inputs: dict[str, np.ndarray], expected: np.ndarray) -> None:
-    """Run onnx.checker and one ONNX Runtime inference on PATH, and compare with PyTorch's logits."""
+def _run_checker(path: Path) -> None:
+    """Run onnx.checker on the model file at PATH, raising ExportError when it rejects the model."""
     import onnx
-
-    from converter.runtime import onnx_session
 
     try:
         # By path, so external data is checked from disk and never loaded into Python.
         onnx.checker.check_model(str(path))
     except onnx.checker.ValidationError as error:
         raise ExportError(f"{path.name}: onnx.checker rejected the exported model ({error})") from None
+
+
+def _check_onnx(recipe: Recipe, path: Path, inputs: dict[str, np.ndarray], expected: np.ndarray) -> None:
+    """Run one ONNX Runtime inference on PATH and compare it with PyTorch's logits."""
+    from converter.runtime import onnx_session
 
     session = onnx_session(path)
     actual = session.run(None, inputs)[0]

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from converter.checkpoint import load_token_classifier
-from converter.errors import CheckpointError, DiskFullError
+from converter.errors import CheckpointError, DiskFullError, ExportError
 from converter.export import example_inputs, onnx_artifact_files, onnx_is_stale
 from converter.layout import Layout
 from converter.recipe import load_recipe
@@ -238,3 +238,22 @@ def test_export_disk_full_leaves_nothing(run_cli, tiny_source, monkeypatch):
     assert result.exit_code == 1
     assert f"{layout.onnx_path}: no space left on the device" in result.stderr
     assert list(layout.onnx_dir.iterdir()) == []
+
+
+def test_checker_rejection_is_export_error(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from converter.export import _run_checker
+
+    node = helper.make_node("NotAnOperator", ["x"], ["y"])
+    graph = helper.make_graph(
+        [node], "broken", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])]
+    )
+    path = tmp_path / "broken.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+
+    with pytest.raises(ExportError) as caught:
+        _run_checker(path)
+
+    assert str(caught.value).startswith("broken.onnx: onnx.checker rejected the exported model")
