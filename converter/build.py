@@ -244,11 +244,13 @@ def _build_in_staging(context: _Context) -> BuildResult:
     document = _manifest_document(context)
     manifest_io.write_manifest(staging, document)
     if not document["parity_passed"]:
-        failed = ", ".join(b for b, v in document["parity"].items() if v != "PASS")
-        raise ParityError(
-            f"parity failed for {failed}; the previous artifacts in {final.root} are unchanged",
-            hint=f"See {staging.parity_report} and run `omz-like parity {context.recipe.model_argument}` for the worst token",
+        error = ParityError(
+            f"{_failure_summary(context)}; the previous artifacts in {final.root} are unchanged",
+            hint=f"See {staging.parity_report} for every metric. The new artifacts stay in {staging.root} until the next build",
         )
+        error.verdicts = document["parity"]
+        error.parity_inputs = document["parity_inputs"]
+        raise error
 
     _swap_into_place(staging, final)
     _refresh_stat_cache(context, final)
@@ -371,6 +373,16 @@ def _manifest_document(context: _Context) -> dict:
         "parity_inputs": _checked_input_set(context.parity_report or read_json(layout.parity_report)),
         "parity_passed": bool(verdicts) and all(v == "PASS" for v in verdicts.values()),
     }
+
+
+def _failure_summary(context: _Context) -> str:
+    """Name each failed parity check and its limit, as `omz-like parity` does."""
+    from converter.parity_report import describe_failure
+
+    report = context.parity_report or read_json(context.layout.parity_report)
+    if not isinstance(report, dict) or not any(not b["passed"] for b in report.get("backends", {}).values()):
+        return "parity failed: no parity report with a failed backend was written"
+    return describe_failure(report)
 
 
 def _parity_verdicts(context: _Context) -> dict[str, str]:

@@ -40,10 +40,27 @@ def temporary_sibling(path: Path) -> Path:
     return Path(name)
 
 
+def check_writable(path: Path) -> None:
+    """Raise ArtifactError when PATH is a folder or its folder cannot take new files, before any slow work."""
+    path = Path(path)
+    hint = "Remove what is in the way, or choose a writable --artifacts-dir"
+    if path.is_dir():
+        raise ArtifactError(path, "is a folder, so the file cannot be written", hint=hint)
+    if path.parent.is_dir() and not os.access(path.parent, os.W_OK):
+        raise ArtifactError(path, f"cannot be written because {path.parent} is not writable", hint=hint)
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path to write; move it onto PATH only if the block succeeds."""
-    temporary = temporary_sibling(path)
+    """Yield a temporary path to write; move it onto PATH only if the block succeeds.
+
+    A failure to create, write or move the temporary file raises ArtifactError
+    naming PATH, not the temporary name.
+    """
+    try:
+        temporary = temporary_sibling(path)
+    except OSError as error:
+        raise _write_error(path, error) from None
     try:
         with disk_full_as_error(path):
             yield temporary
@@ -51,8 +68,17 @@ def atomic_path(path: Path) -> Iterator[Path]:
             if temporary.exists():
                 temporary.chmod(0o666 & ~_umask())
             os.replace(temporary, path)
+    except OSError as error:
+        if str(temporary) not in (str(error.filename), str(error.filename2)):
+            raise
+        raise _write_error(path, error) from None
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _write_error(path: Path, error: OSError) -> ArtifactError:
+    reason = error.strerror or type(error).__name__
+    return ArtifactError(path, f"cannot be written ({reason})", hint="Remove what is in the way, or choose a writable --artifacts-dir")
 
 
 def _umask() -> int:

@@ -271,7 +271,8 @@ def test_failed_parity_keeps_previous_artifacts(built, run_cli):
     result = run_cli("build", recipe, "--artifacts-dir", artifacts)
 
     assert result.exit_code == 1
-    assert "parity failed for FP16" in result.stderr
+    assert "parity failed for FP16: max_abs" in result.stderr
+    assert "(limit <= 0)" in result.stderr
     assert {p: sha256(layout.root / p) for p in IR_FILES} == before
     assert read_manifest(layout)["parity_passed"] is True
 
@@ -312,6 +313,33 @@ def test_parity_command_leaves_the_build_verified(built, run_cli):
     assert layout.parity_report.read_bytes() == built_report
     assert verified.exit_code == 0, verified.stdout
     assert stage_runs(rebuilt) == {"fetch": False, "export": False, "convert": False, "parity": False}
+
+
+def test_failed_parity_still_prints_json(built, run_cli):
+    recipe, artifacts, _ = built
+    document = yaml.safe_load(recipe.read_text())
+    document["parity"] = {"FP16": {"max_abs": 0.0}}
+    recipe.write_text(yaml.safe_dump(document, sort_keys=False))
+
+    result = run_cli("build", recipe, "--artifacts-dir", artifacts, "--json")
+    printed = json.loads(result.stdout)
+
+    assert result.exit_code == 1
+    assert printed["ok"] is False
+    assert printed["parity"] == {"ONNX": "PASS", "FP32": "PASS", "FP16": "FAIL"}
+    assert printed["parity_inputs"] == "full"
+    assert printed["error"].startswith("parity failed for FP16: max_abs")
+
+
+def test_verify_extra_file_hint_says_delete(built, run_cli):
+    recipe, artifacts, layout = built
+    (layout.root / "notes.txt").write_text("mine\n")
+
+    result = run_cli("verify", recipe, "--artifacts-dir", artifacts)
+
+    assert result.exit_code == 1
+    assert "extra notes.txt" in result.stderr
+    assert "Delete the extra files" in result.stderr
 
 
 def test_killed_build_then_good_build(tiny_source, run_cli):

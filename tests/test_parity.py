@@ -502,3 +502,29 @@ def test_plot_writes_png(run_cli, tiny_build, tmp_path):
     assert result.exit_code == 0
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".differences")] == []
+
+
+def test_unwritable_report_fails_before_comparing(run_cli, tiny_build):
+    recipe_path, artifacts = tiny_build
+    report = artifacts / "tiny-ner" / "parity-check.json"
+    report.mkdir()
+
+    result = run_cli("parity", recipe_path, "--artifacts-dir", artifacts)
+
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: {report}: is a folder, so the file cannot be written.")
+    assert "parity:" not in result.stderr
+
+
+def test_atomic_write_error_names_target(tmp_path):
+    from converter.errors import ArtifactError
+    from converter.files import write_json_atomic
+
+    target = tmp_path / "report.json"
+    target.mkdir()
+
+    with pytest.raises(ArtifactError) as caught:
+        write_json_atomic(target, {"a": 1})
+
+    assert str(caught.value).startswith(f"{target}: cannot be written (")
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]

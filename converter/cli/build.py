@@ -20,6 +20,7 @@ from converter.cli.options import (
     configure_logging,
     parse_precisions,
 )
+from converter.errors import ParityError
 from converter.manifest import pinned_versions, tool_versions, version_drift
 from converter.parity_inputs import FULL, QUICK
 from converter.recipe import load_recipe
@@ -53,11 +54,24 @@ def build(
         log.warning("warning: %s differs from constraints.txt; artifacts may not be byte-identical to a pinned build", line)
 
     parity_inputs = FULL if full_parity else QUICK
-    result = run_build(recipe, artifacts_dir, precisions, force=force, revision=revision, offline=offline, parity_inputs=parity_inputs)
+    try:
+        result = run_build(recipe, artifacts_dir, precisions, force=force, revision=revision, offline=offline, parity_inputs=parity_inputs)
+    except ParityError as error:
+        if as_json:
+            # CI reads stdout, so a failed check still prints a document. The error line goes to stderr.
+            document = {"model": recipe.name, "ok": False, "error": error.message, "parity": getattr(error, "verdicts", {}), "parity_inputs": getattr(error, "parity_inputs", None)}
+            typer.echo(json.dumps(document, indent=2))
+        raise
 
     if as_json:
         stages = [{"stage": s.name, "ran": s.ran, "seconds": round(s.seconds, 3)} for s in result.stages]
-        document = {"model": recipe.name, "path": str(result.layout.root), "stages": stages, "parity_inputs": result.manifest.get("parity_inputs")}
+        document = {
+            "model": recipe.name,
+            "ok": True,
+            "path": str(result.layout.root),
+            "stages": stages,
+            "parity_inputs": result.manifest.get("parity_inputs"),
+        }
         typer.echo(json.dumps(document, indent=2))
         return
     state = "up to date" if result.up_to_date else "built"

@@ -24,6 +24,7 @@ from converter.cli.options import (
     parse_precisions,
 )
 from converter.errors import ParityError, UsageError
+from converter.files import check_writable, model_lock
 
 
 
@@ -59,17 +60,20 @@ def parity(
 
     if plot is not None:
         _check_plot_target(plot)
+    check_writable(layout.parity_check_report)
 
     extra_texts = read_text_file(text_file) if text_file is not None else []
-    result = measure_parity(
-        recipe,
-        layout,
-        precisions,
-        runtime_precision=runtime_precision.value,
-        extra_texts=extra_texts,
-        save_inputs=save_inputs,
-        report_path=layout.parity_check_report,
-    )
+    # The lock keeps a build from swapping the artifacts while they are compared.
+    with model_lock(layout.lock_file):
+        result = measure_parity(
+            recipe,
+            layout,
+            precisions,
+            runtime_precision=runtime_precision.value,
+            extra_texts=extra_texts,
+            save_inputs=save_inputs,
+            report_path=layout.parity_check_report,
+        )
     report = result.report
 
     if as_json:

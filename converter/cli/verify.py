@@ -33,4 +33,8 @@ def verify(model: Model, artifacts_dir: ArtifactsDir = DEFAULT_ARTIFACTS_DIR, as
 
     if not result.ok:
         problems = [f"missing {p}" for p in result.missing] + [f"changed {c['path']}" for c in result.changed] + [f"extra {p}" for p in result.extra]
-        raise VerifyError(f"{layout.root}: {len(problems)} artifact(s) differ from the manifest: {', '.join(problems)}", hint=f"Run `omz-like build {model} --force` to rebuild")
+        if result.extra and not (result.missing or result.changed):
+            hint = "Delete the extra files; they are not part of the build"
+        else:
+            hint = f"Run `omz-like build {model} --force` to rebuild"
+        raise VerifyError(f"{layout.root}: {len(problems)} artifact(s) differ from the manifest: {', '.join(problems)}", hint=hint)
