@@ -528,3 +528,13 @@ def test_atomic_write_error_names_target(tmp_path):
 
     assert str(caught.value).startswith(f"{target}: cannot be written (")
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_unbuilt_model_creates_no_folder(run_cli, tiny_recipe, tmp_path):
+    artifacts = tmp_path / "never-built"
+
+    result = run_cli("parity", tiny_recipe, "--artifacts-dir", artifacts)
+
+    assert result.exit_code == 1
+    assert "vocabulary not found" in result.stderr
+    assert not artifacts.exists()

@@ -54,12 +54,14 @@ def parity(
     recipe, layout = open_model(model, artifacts_dir)
     precisions = parse_precisions(precision, recipe)
 
-    from converter.parity import measure_parity, verdict
+    from converter.parity import measure_parity, require_artifacts, verdict
     from converter.parity_inputs import read_text_file
     from converter.parity_report import describe_failure, print_table, write_plot
 
     if plot is not None:
         _check_plot_target(plot)
+    # Missing artifacts are reported before the lock, which would create the artifacts folder.
+    require_artifacts(recipe, layout, precisions)
     check_writable(layout.parity_check_report)
 
     extra_texts = read_text_file(text_file) if text_file is not None else []
