@@ -323,7 +323,7 @@ def _run_convert(context: _Context) -> None:
 
 
 def _run_parity(context: _Context) -> None:
-    """Check the requested input set; when the quick set fails, check the full set, whose verdict stands."""
+    """Check the requested input set. When the quick set fails, check the full set, whose verdict is final."""
     from converter.isolation import run_isolated
     from converter.parity import backend_verdicts, run_parity, verdict
 
@@ -331,7 +331,7 @@ def _run_parity(context: _Context) -> None:
     report = run_isolated(run_parity, recipe, layout, precisions, input_set=context.parity_inputs, reference=context.reference)
     if context.parity_inputs == QUICK and not verdict(report):
         failed = ", ".join(key for key, value in backend_verdicts(report).items() if value != "PASS")
-        log.warning("parity: %s failed on the quick set; checking the full set, whose verdict stands", failed)
+        log.warning("parity: %s failed on the quick set; checking the full set, whose verdict is final", failed)
         report = run_isolated(run_parity, recipe, layout, precisions, input_set=FULL)
     context.parity_report = report
 
@@ -370,7 +370,7 @@ def _manifest_document(context: _Context) -> dict:
         "stages": context.stage_entries,
         "artifacts": artifacts,
         "parity": verdicts,
-        "parity_inputs": _checked_input_set(context.parity_report or read_json(layout.parity_report)),
+        "parity_inputs": _checked_input_set(_parity_report(context)),
         "parity_passed": bool(verdicts) and all(v == "PASS" for v in verdicts.values()),
     }
 
@@ -379,15 +379,20 @@ def _failure_summary(context: _Context) -> str:
     """Name each failed parity check and its limit, as `omz-like parity` does."""
     from converter.parity_report import describe_failure
 
-    report = context.parity_report or read_json(context.layout.parity_report)
+    report = _parity_report(context)
     if not isinstance(report, dict) or not any(not b["passed"] for b in report.get("backends", {}).values()):
         return "parity failed: no parity report with a failed backend was written"
     return describe_failure(report)
 
 
+def _parity_report(context: _Context) -> dict | None:
+    """Return this build's parity report, or the one on disk when parity was skipped."""
+    return context.parity_report or read_json(context.layout.parity_report)
+
+
 def _parity_verdicts(context: _Context) -> dict[str, str]:
     """Return PASS or FAIL per backend from this build's parity report, or the recorded ones when parity was skipped."""
-    report = context.parity_report or read_json(context.layout.parity_report)
+    report = _parity_report(context)
     if report is None:
         return {}
     from converter.parity import backend_verdicts

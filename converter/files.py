@@ -40,14 +40,16 @@ def temporary_sibling(path: Path) -> Path:
     return Path(name)
 
 
+_WRITE_HINT = "Remove what is in the way, or choose a writable --artifacts-dir"
+
+
 def check_writable(path: Path) -> None:
     """Raise ArtifactError when PATH is a folder or its folder cannot take new files, before any slow work."""
     path = Path(path)
-    hint = "Remove what is in the way, or choose a writable --artifacts-dir"
     if path.is_dir():
-        raise ArtifactError(path, "is a folder, so the file cannot be written", hint=hint)
+        raise ArtifactError(path, "is a folder, so the file cannot be written", hint=_WRITE_HINT)
     if path.parent.is_dir() and not os.access(path.parent, os.W_OK):
-        raise ArtifactError(path, f"cannot be written because {path.parent} is not writable", hint=hint)
+        raise ArtifactError(path, f"cannot be written because {path.parent} is not writable", hint=_WRITE_HINT)
 
 
 @contextlib.contextmanager
@@ -78,7 +80,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 def _write_error(path: Path, error: OSError) -> ArtifactError:
     reason = error.strerror or type(error).__name__
-    return ArtifactError(path, f"cannot be written ({reason})", hint="Remove what is in the way, or choose a writable --artifacts-dir")
+    return ArtifactError(path, f"cannot be written ({reason})", hint=_WRITE_HINT)
 
 
 def _umask() -> int:

@@ -126,8 +126,7 @@ def measure_parity(
         write_inputs(Path(save_inputs), inputs)
         log.info("parity: wrote the %d input windows to %s", len(inputs), save_inputs)
 
-    digest = inputs_digest(inputs)
-    if reference is not None and reference.inputs_sha256 == digest:
+    if reference is not None and reference.inputs_sha256 == inputs_digest(inputs):
         log.info("parity: PyTorch logits for the %d inputs come from the export stage", len(inputs))
         torch_logits = reference.logits
     else:
